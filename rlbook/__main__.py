@@ -1,0 +1,3 @@
+from rlbook.cli import main
+
+raise SystemExit(main())
