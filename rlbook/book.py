@@ -51,6 +51,10 @@ def _by_paper(records: list[dict], profile: str = "smoke") -> dict[str, list[dic
     return out
 
 
+def _fmt(v) -> str:
+    return "nan" if v is None else f"{v:.3g}"
+
+
 def ledger_rows(records: list[dict]) -> list[dict]:
     """One row per (paper, claim): the paper's statement and number, ours per seed, status."""
     rows = []
@@ -89,7 +93,7 @@ def ledger_text(records: list[dict]) -> str:
     """The ledger as plain text (``rlbook ledger``)."""
     lines = []
     for row in ledger_rows(records):
-        vals = "  ".join(f"s{s}={v:.3g}{'' if row['passed'][s] else '!'}" for s, v in row["values"].items())
+        vals = "  ".join(f"s{s}={_fmt(v)}{'' if row['passed'][s] else '!'}" for s, v in row["values"].items())
         status = "holds" if row["passed"] and all(row["passed"].values()) else "FAILS"
         lines.append(f"{row['slug']:<40} {row['claim']:<28} {status:<6} {vals}\n    {row['condition']}")
     return "\n".join(lines)
@@ -119,7 +123,7 @@ def ledger_page(records: list[dict]) -> str:
                 "| paper | claim | the paper says | condition | ours (per seed) | paper's number | status | s / run |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in by_part[part]:
-            ours = ", ".join(f"{v:.3g} (seed {s})" for s, v in r["values"].items()) or "—"
+            ours = ", ".join(f"{_fmt(v)} (seed {s})" for s, v in r["values"].items()) or "—"
             status = "✅ holds" if r["passed"] and all(r["passed"].values()) else "❌ fails"
             link = f"[{r['slug']}](notebooks/{r['part']}/{r['slug']}.ipynb)"
             out.append(

@@ -93,7 +93,10 @@ def claim(
     path = os.environ.get("RLBOOK_CLAIMS_FILE")
     if path:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(c)) + "\n")
+            rec = asdict(c)
+            if math.isnan(rec["value"]):
+                rec["value"] = None  # strict JSON has no NaN
+            f.write(json.dumps(rec) + "\n")
     return c
 
 

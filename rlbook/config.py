@@ -16,9 +16,20 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def _is_union(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    return origin is typing.Union or str(origin) == "<class 'types.UnionType'>"
+
+
+def _wants_float(tp: Any) -> bool:
+    """``float`` or a union that holds ``float`` but not ``int`` (e.g. ``float | None``)."""
+    options = typing.get_args(tp) if _is_union(tp) else (tp,)
+    return float in options and int not in options
+
+
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if _is_union(tp):
         return any(_type_ok(value, a) for a in typing.get_args(tp))
     if tp is type(None):
         return value is None
@@ -60,7 +71,7 @@ def from_params(cls: type[T], **params: Any) -> T:
             raise TypeError(
                 f"parameter {name!r} must be {tname}, got {type(value).__name__} {value!r}"
             )
-        clean[name] = float(value) if tp is float else value
+        clean[name] = float(value) if (_wants_float(tp) and isinstance(value, int)) else value
     return cls(**clean)
 
 

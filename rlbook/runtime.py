@@ -56,7 +56,8 @@ def seed_everything(seed: int) -> None:
 def setup(profile: str = "smoke", seed: int = 0, threads: int | None = None) -> Runtime:
     """Seed everything, pick the device and the threads, make the CPU deterministic.
 
-    - ``profile="smoke"`` always runs on the CPU; ``"full"`` takes CUDA when present.
+    - ``profile="smoke"`` always runs on the CPU; ``"full"`` takes CUDA when present
+      (and then asks for deterministic CUDA kernels).
     - ``threads``: default ``$OMP_NUM_THREADS`` or 1 when notebooks run in parallel
       (the runner sets ``OMP_NUM_THREADS``), else torch's default.
     """
@@ -70,6 +71,10 @@ def setup(profile: str = "smoke", seed: int = 0, threads: int | None = None) -> 
         threads = int(env) if env and env.isdigit() else torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     device = "cuda" if (profile == "full" and torch.cuda.is_available()) else "cpu"
-    torch.use_deterministic_algorithms(device == "cpu", warn_only=True)
+    if device == "cuda":
+        # CUDA kernels need asking; torch's CPU kernels used here are deterministic already
+        # (tests/test_runtime.py checks it), and the call costs ~2 s of imports on the CPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
     return Runtime(profile=profile, seed=seed, device=device, threads=torch.get_num_threads())

@@ -7,6 +7,7 @@ from torch import Tensor
 
 
 def _check_same_shape(**tensors: Tensor) -> None:
+    """Raise ``ValueError`` naming every shape unless all ``tensors`` have the same shape."""
     shapes = {k: tuple(v.shape) for k, v in tensors.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"shape mismatch: {shapes}")
@@ -27,21 +28,26 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 
 
 def sequence_logprob(logp: Tensor, mask: Tensor) -> Tensor:
-    r"""Log-probability of whole sequences: :math:`\log\pi(y|x)=\sum_t \log\pi(y_t|x,y_{<t})`.
+    r"""Log-probability of whole sequences: :math:`\log\pi(y|x)=\sum_t m_t\log\pi(y_t|x,y_{<t})`.
 
-    ``logp, mask: (N, T)`` → ``(N,)``.
+    ``logp, mask: (N, T)`` → ``(N,)`` (more generally ``(..., T)`` → ``(...)``).
     """
     _check_same_shape(logp=logp, mask=mask)
+    if logp.dim() < 1:
+        raise ValueError("logp must have a token axis (..., T), got a scalar")
     return (logp * mask.to(logp.dtype)).sum(-1)
 
 
 def kl_k3(logp: Tensor, logp_ref: Tensor) -> Tensor:
-    r"""Per-token k3 estimator of KL(π_θ ‖ π_ref) (Schulman 2020), used by GRPO and TRL.
+    r"""Per-token k3 estimator of KL(π_θ ‖ π_ref) (Schulman 2020, "Approximating KL
+    divergence"; DeepSeekMath eq. 4), used by GRPO and by TRL's GRPOTrainer.
 
     .. math:: k_3 = e^{\log\pi_{ref}-\log\pi_\theta} - (\log\pi_{ref}-\log\pi_\theta) - 1 \ge 0
 
-    Unbiased for KL(π_θ‖π_ref) when tokens are sampled from π_θ.
-    ``logp, logp_ref: (N, T)`` → ``(N, T)``.
+    It is 0 exactly where the two log-probs agree, never negative (:math:`e^d \ge 1+d`),
+    and unbiased for KL(π_θ‖π_ref) when tokens are sampled from π_θ:
+    :math:`\mathbb E_{\pi_\theta}[\pi_{ref}/\pi_\theta - 1] = 0`.
+    ``logp, logp_ref: (N, T)`` (any equal shapes) → same shape.
     """
     _check_same_shape(logp=logp, logp_ref=logp_ref)
     d = logp_ref - logp
@@ -49,16 +55,26 @@ def kl_k3(logp: Tensor, logp_ref: Tensor) -> Tensor:
 
 
 def group_normalise(r: Tensor, scale: bool = True, eps: float = 1e-4) -> Tensor:
-    r"""GRPO's group-relative advantage (Shao et al. 2024, DeepSeekMath eq. 3 area).
+    r"""GRPO's group-relative advantage (Shao et al. 2024, DeepSeekMath, Sec. 4.1.2).
 
-    .. math:: A_{b,g} = \frac{r_{b,g} - \operatorname{mean}_g r_{b,\cdot}}{\operatorname{std}_g r_{b,\cdot} + \varepsilon}
+    .. math:: A_{b,g} = \frac{r_{b,g} - \operatorname{mean}_{g'} r_{b,g'}}{\operatorname{std}_{g'} r_{b,g'} + \varepsilon}
 
-    ``std`` is the unbiased sample standard deviation, as in TRL's GRPOTrainer;
-    ``scale=False`` drops the division (Dr. GRPO). ``r: (B, G)`` → ``(B, G)``.
+    ``std`` is the unbiased (Bessel-corrected, divide by ``G-1``) sample standard
+    deviation and ``eps = 1e-4`` is added to it, exactly as TRL 1.16's GRPOTrainer
+    (``scale_rewards="group"``, ``trl.trainer.utils.nanstd``; tests/test_trl_agreement.py
+    checks it). The paper writes ``std(r)`` without saying which. A group whose rewards
+    are all equal gets advantage 0. ``scale=False`` drops the division (Dr. GRPO; TRL's
+    ``scale_rewards="none"``): then each row sums to 0.
+
+    ``r: (B, G)`` → ``(B, G)``; ``G >= 2`` when ``scale`` (a one-sample group has no std).
     """
     if r.dim() != 2:
         raise ValueError(f"r must be (B, G), got shape {tuple(r.shape)}")
-    centred = r - r.mean(dim=1, keepdim=True)
+    if not torch.is_floating_point(r):
+        r = r.to(torch.get_default_dtype())
+    centred = r - r.mean(dim=1, keepdim=True)  # (B, G)
     if not scale:
         return centred
-    return centred / (r.std(dim=1, keepdim=True) + eps)
+    if r.shape[1] < 2:
+        raise ValueError(f"group_normalise with scale=True needs G >= 2 samples per group, got G={r.shape[1]}")
+    return centred / (r.std(dim=1, keepdim=True) + eps)  # std: (B, 1), unbiased

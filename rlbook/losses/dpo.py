@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlbook.losses.common import sequence_logprob
+from rlbook.losses.common import _check_same_shape, sequence_logprob
 
 
 def implicit_reward(logp: Tensor, logp_ref: Tensor, beta: float) -> Tensor:
@@ -30,10 +30,14 @@ def dpo_loss(
     chosen (w) and rejected (l) responses under the policy and the reference.
     Returns ``(loss: (), diagnostics)`` with the implicit rewards ``reward_w, reward_l: (N,)``
     and the preference ``margin: (N,)`` (what TRL logs as rewards/chosen, rejected, margins).
+    Equal to TRL 1.16 ``DPOTrainer`` with ``loss_type=["sigmoid"]`` (its default) and the
+    default ``f_divergence_type="reverse_kl"``, ``use_weighting=False``, ``ld_alpha=None``
+    (tests/test_trl_agreement.py): the mean over the N pairs of ``-logsigmoid(margin)``.
     """
     for name, t in dict(logp_w=logp_w, logp_ref_w=logp_ref_w, logp_l=logp_l, logp_ref_l=logp_ref_l).items():
         if t.dim() != 1:
             raise ValueError(f"{name} must be (N,) sequence log-probs, got shape {tuple(t.shape)}")
+    _check_same_shape(logp_w=logp_w, logp_ref_w=logp_ref_w, logp_l=logp_l, logp_ref_l=logp_ref_l)
     reward_w = implicit_reward(logp_w, logp_ref_w, beta)
     reward_l = implicit_reward(logp_l, logp_ref_l, beta)
     margin = reward_w - reward_l
@@ -59,6 +63,9 @@ def dpo_token_loss(
     sum of per-token implicit rewards telescopes to the sequence-level reward.
     Shapes: ``logp_*, mask_*: (N, T)`` (chosen and rejected may differ in ``T``).
     """
+    for name, t in dict(logp_w=logp_w, logp_l=logp_l).items():
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be (N, T) per-token log-probs, got shape {tuple(t.shape)}")
     return dpo_loss(
         sequence_logprob(logp_w, mask_w),
         sequence_logprob(logp_ref_w, mask_w),

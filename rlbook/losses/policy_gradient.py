@@ -26,7 +26,12 @@ def weighted_logprob_loss(logp: Tensor, mask: Tensor, w: Tensor) -> Tensor:
 
     Its gradient is the REINFORCE estimator with sequence weights ``w`` (a reward or an
     advantage; treated as a constant). ``logp, mask: (N, T)``, ``w: (N,)`` → ``()``.
+    Note the aggregation: a token-level mean over the whole batch, so a long sequence
+    weighs more than a short one (GRPO's :func:`rlbook.losses.grpo_loss` averages each
+    sequence first); with equal lengths the two coincide.
     """
+    if logp.dim() != 2:
+        raise ValueError(f"logp must be (N, T) per-token log-probs, got shape {tuple(logp.shape)}")
     _check_same_shape(logp=logp, mask=mask)
     if w.shape != logp.shape[:1]:
         raise ValueError(f"w must be (N,)={tuple(logp.shape[:1])}, got {tuple(w.shape)}")
@@ -44,12 +49,23 @@ def reinforce_loss(logp: Tensor, mask: Tensor, r: Tensor, baseline: Tensor | flo
 
 
 def psr_loss(logp: Tensor, mask: Tensor, correct: Tensor) -> Tensor:
-    """Positive sample reinforcement: raise the likelihood of correct samples only (w = 1{correct})."""
+    """Positive sample reinforcement: raise the likelihood of correct samples only (w = 1{correct}).
+
+    ``correct: (N,)`` bool or 0/1 (Zhu et al. 2025, L_PSR).
+    """
     return weighted_logprob_loss(logp, mask, correct.to(logp.dtype))
 
 
 def nsr_loss(logp: Tensor, mask: Tensor, correct: Tensor) -> Tensor:
-    """Negative sample reinforcement: lower the likelihood of wrong samples only (w = -1{wrong})."""
+    r"""Negative sample reinforcement: lower the likelihood of wrong samples only (w = -1{wrong}).
+
+    ``correct: (N,)`` bool or 0/1 (Zhu et al. 2025, L_NSR). Its gradient with respect to
+    the logits :math:`z_{t,\cdot}` of a wrong sample's token :math:`y_t` (softmax policy
+    :math:`\pi = \operatorname{softmax}(z)`, one token, weight 1) is
+    :math:`-\partial\mathcal L/\partial z_{v} = -(1-\pi_{y_t})` for :math:`v = y_t` and
+    :math:`+\pi_v` otherwise: it pushes the sampled token down and redistributes mass to
+    every other token in proportion to its current probability (tested to 1e-8).
+    """
     return weighted_logprob_loss(logp, mask, -(~correct.bool()).to(logp.dtype))
 
 

@@ -103,4 +103,5 @@ def load_pretrained(name_or_path: str, device: str = "cpu", dtype=None):
         tok = AutoTokenizer.from_pretrained(name_or_path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # batched generation needs left padding
     return model.to(device), tok
