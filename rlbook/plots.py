@@ -88,3 +88,70 @@ def learning_curves(
     if title:
         ax.set_title(title)
     ax.legend()
+
+
+def token_heatmap(
+    ax,
+    values,
+    tokens=None,
+    highlight=None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    cbar_label: str = "per-token implicit reward",
+    annotate: bool = True,
+    vmax: float | None = None,
+):
+    """Per-token values as a heatmap: one row per response, one cell per token.
+
+    ``values: (n, T)`` (``nan`` pads shorter rows); ``tokens: (n, T)`` cell labels (token
+    strings or ids), drawn in the cells; ``highlight: (n, T)`` bool, cells outlined in
+    black (e.g. the error token). A diverging colour map centred at 0 (red = negative).
+    Returns the image (for a colour bar); the colour bar is added to ``ax``'s figure.
+    """
+    import matplotlib.patches as mpatches
+
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2:
+        raise ValueError(f"values must be (n, T), got shape {v.shape}")
+    lim = vmax if vmax is not None else float(np.nanmax(np.abs(v))) if np.isfinite(v).any() else 1.0
+    im = ax.imshow(v, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    n, T = v.shape
+    for i in range(n):
+        for j in range(T):
+            if not np.isfinite(v[i, j]):
+                continue
+            text = ""
+            if tokens is not None:
+                text = str(tokens[i][j])
+            if annotate:
+                text = f"{text}\n{v[i, j]:+.2f}" if text else f"{v[i, j]:+.2f}"
+            if text:
+                dark = abs(v[i, j]) > 0.6 * lim
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            if highlight is not None and highlight[i][j]:
+                ax.add_patch(mpatches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="black", lw=2.2))
+    ax.set_xticks(range(T))
+    ax.set_xlabel("token position t")
+    ax.set_yticks(range(n))
+    if row_labels is not None:
+        ax.set_yticklabels(row_labels)
+    ax.grid(False)
+    if title:
+        ax.set_title(title)
+    ax.figure.colorbar(im, ax=ax, label=cbar_label, shrink=0.9)
+    return im
+
+
+def pass_at_k_curves(
+    ax,
+    ks: Sequence[int],
+    curves: Mapping[str, np.ndarray],
+    baselines: Sequence[str] = ("base",),
+    title: str | None = None,
+    ylabel: str = "pass@k",
+) -> None:
+    """pass@k against k on a log2 axis, one curve per method (``(seeds, len(ks))`` or ``(len(ks),)``); baselines grey."""
+    learning_curves(ax, list(ks), curves, baselines=baselines, xlabel="k (samples per prompt)", ylabel=ylabel, title=title)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(ks))
+    ax.set_xticklabels([str(k) for k in ks])
