@@ -171,7 +171,7 @@ def part_page(part: catalog.Part, intro: str) -> str:
     for i, q in enumerate(part.papers, 1):
         title = q.title.replace("$r$", "r").replace("$Q^*$", "Q*")
         if q.written:
-            lines.append(f"{i}. [{title}]({q.relpath}) (arXiv [{q.arxiv}](https://arxiv.org/abs/{q.arxiv}))")
+            lines.append(f"{i}. [{title}](../{q.relpath}) (arXiv [{q.arxiv}](https://arxiv.org/abs/{q.arxiv}))")
         else:
             lines.append(f"{i}. {title} (arXiv [{q.arxiv}](https://arxiv.org/abs/{q.arxiv})) — *coming*")
     return "\n".join(lines) + "\n"
@@ -179,12 +179,12 @@ def part_page(part: catalog.Part, intro: str) -> str:
 
 def toc() -> dict:
     parts = []
-    for part in catalog.parts():
+    for i, part in enumerate(catalog.parts(), 1):
         chapter = {"file": f"parts/{part.id}"}
         sections = [{"file": q.relpath[: -len(".ipynb")]} for q in part.papers if q.written]
         if sections:
             chapter["sections"] = sections
-        parts.append({"caption": part.title, "chapters": [chapter]})
+        parts.append({"caption": f"Part {i}", "chapters": [chapter]})
     parts.append({"caption": "Reference", "chapters": [
         {"file": "notation"}, {"file": "ledger"}, {"file": "run-statistics"}, {"file": "bibliography"}]})
     return {"format": "jb-book", "root": "intro", "parts": parts}
