@@ -1,0 +1,1 @@
+"""Small environments with the gymnasium API (no gymnasium import needed)."""
