@@ -186,7 +186,7 @@ def toc() -> dict:
             chapter["sections"] = sections
         parts.append({"caption": f"Part {i}", "chapters": [chapter]})
     parts.append({"caption": "Reference", "chapters": [
-        {"file": "notation"}, {"file": "ledger"}, {"file": "run-statistics"}, {"file": "bibliography"}]})
+        {"file": "notation"}, {"file": "family-tree"}, {"file": "ledger"}, {"file": "run-statistics"}, {"file": "bibliography"}]})
     return {"format": "jb-book", "root": "intro", "parts": parts}
 
 
@@ -220,6 +220,10 @@ def stage(keep_notebooks: bool = True) -> Path:
     recs = runner.load_records()
     (st / "ledger.md").write_text(ledger_page(recs), encoding="utf-8")
     (st / "run-statistics.md").write_text(statistics_page(recs), encoding="utf-8")
+    from rlbook import familytree
+
+    familytree.draw(st / "family-tree.png")
+    (st / "family-tree.md").write_text(familytree.page("family-tree.png"), encoding="utf-8")
     (st / "_toc.yml").write_text(yaml.safe_dump(toc(), sort_keys=False), encoding="utf-8")
     mj = mathjax_source()
     if not (mj / "tex-chtml.js").exists():

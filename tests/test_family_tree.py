@@ -1,0 +1,28 @@
+"""The family tree page is backed by real tests and chapters, and is acyclic."""
+
+from rlbook import familytree
+
+
+def test_every_edge_names_an_existing_test_and_chapter():
+    assert familytree.problems() == []
+
+
+def test_tree_has_edges_and_roots():
+    nodes, edges = familytree.load()
+    assert len(edges) >= 8
+    d = familytree.depths(nodes, edges)
+    assert min(d.values()) == 0
+
+
+def test_cycle_is_detected():
+    import pytest
+
+    nodes = {"a": {}, "b": {}}
+    edges = [familytree.Edge("a", "b", "", "", ""), familytree.Edge("b", "a", "", "", "")]
+    with pytest.raises(ValueError, match="cycle"):
+        familytree.depths(nodes, edges)
+
+
+def test_draw(tmp_path):
+    familytree.draw(tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 5000
