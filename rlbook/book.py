@@ -118,19 +118,27 @@ def ledger_page(records: list[dict]) -> str:
     for r in rows:
         by_part[r["part"]].append(r)
     titles = {p.id: p.title for p in catalog.parts()}
+    papers = {q.slug: q for q in catalog.papers()}
     for part in sorted(by_part):
-        out += [f"## {titles.get(part, part)}", "",
-                "| paper | claim | the paper says | condition | ours (per seed) | paper's number | status | s / run |",
-                "|---|---|---|---|---|---|---|---|"]
-        for r in by_part[part]:
-            ours = ", ".join(f"{_fmt(v)} (seed {s})" for s, v in r["values"].items()) or "—"
-            status = "✅ holds" if r["passed"] and all(r["passed"].values()) else "❌ fails"
-            link = f"[{r['slug']}](notebooks/{r['part']}/{r['slug']}.ipynb)"
-            out.append(
-                f"| {link} | `{r['claim']}` | {_md_escape(r['paper'])} | `{_md_escape(r['condition'])}` "
-                f"| {ours} | {_md_escape(r['paper_value'])} | {status} | {r['seconds']:.1f} |"
-            )
-        out.append("")
+        out += [f"## {titles.get(part, part)}", ""]
+        slugs = list(dict.fromkeys(r["slug"] for r in by_part[part]))
+        for slug in slugs:
+            prow = [r for r in by_part[part] if r["slug"] == slug]
+            seeds = sorted({s for r in prow for s in r["passed"]})
+            q = papers.get(slug)
+            title = q.title.replace("$r$", "r").replace("$Q^*$", "Q*") if q else slug
+            out += [f"### {title}", "",
+                    f"Chapter: [{slug}](notebooks/{part}/{slug}.ipynb) · seeds {', '.join(map(str, seeds))}"
+                    f" · {prow[0]['seconds']:.1f} s per run", "",
+                    f"| claim | condition | ours (seeds {' / '.join(map(str, seeds))}) | paper's number | status |",
+                    "|---|---|---|---|---|"]
+            for r in prow:
+                ours = " / ".join(_fmt(r["values"].get(s)) if s in r["values"] else "—" for s in seeds)
+                status = "holds" if r["passed"] and all(r["passed"].values()) else "**FAILS**"
+                claim = f"`{r['claim']}`: {_md_escape(r['paper'])}" if r["paper"] else f"`{r['claim']}`"
+                out.append(f"| {claim} | `{_md_escape(r['condition'])}` | {ours} "
+                           f"| {_md_escape(r['paper_value']) or '—'} | {status} |")
+            out.append("")
     return "\n".join(out) + "\n"
 
 
