@@ -21,11 +21,11 @@ $(VENV)/.installed: pyproject.toml
 $(MATHJAX):
 	npm install --silent --no-audit --no-fund --prefix _build/npm mathjax@3.2.2
 
-# Debian's chromium for the browser check of the site (root, or sudo).
+# Debian's chromium (the browser check of the site) and graphviz (the family-tree figure).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium && command -v dot; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then S=; else S=sudo; fi; \
-	  $$S apt-get update -qq && $$S apt-get install -y -qq chromium >/dev/null; }
+	  $$S apt-get update -qq && $$S apt-get install -y -qq chromium graphviz >/dev/null; }
 
 book: setup
 	$(BIN)/rlbook build

@@ -230,8 +230,8 @@ def stage(keep_notebooks: bool = True) -> Path:
     (st / "run-statistics.md").write_text(statistics_page(recs), encoding="utf-8")
     from rlbook import familytree
 
-    familytree.draw(st / "family-tree.png")
-    (st / "family-tree.md").write_text(familytree.page("family-tree.png"), encoding="utf-8")
+    familytree.draw(st / "family-tree.svg")
+    (st / "family-tree.md").write_text(familytree.page("family-tree.svg"), encoding="utf-8")
     (st / "_toc.yml").write_text(yaml.safe_dump(toc(), sort_keys=False), encoding="utf-8")
     mj = mathjax_source()
     if not (mj / "tex-chtml.js").exists():

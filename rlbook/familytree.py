@@ -86,45 +86,36 @@ def problems(root: Path | None = None) -> list[str]:
     return out
 
 
-def draw(path: Path, nodes: dict | None = None, edges: list[Edge] | None = None) -> None:
-    """Draw the tree top-down (roots at the top) into a PNG."""
-    import matplotlib.pyplot as plt
+def dot_source(nodes: dict, edges: list[Edge]) -> str:
+    """The tree in Graphviz's dot language (one arrow per parent-child pair)."""
+    lines = ["digraph family {", "  rankdir=TB; nodesep=0.25; ranksep=0.45;",
+             '  node [shape=box, style="rounded,filled", fillcolor="#eef4fb", color="#1f77b4",'
+             ' fontname="DejaVu Sans", fontsize=11];', '  edge [color="#555555", arrowsize=0.7];']
+    for n, meta in nodes.items():
+        lines.append(f'  "{n}" [label="{meta["label"]}"];')
+    for p, c in dict.fromkeys((e.parent, e.child) for e in edges):
+        lines.append(f'  "{p}" -> "{c}";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
-    from rlbook import plots
+
+def draw(path: Path, nodes: dict | None = None, edges: list[Edge] | None = None) -> None:
+    """Render the tree with Graphviz ``dot`` (Debian's graphviz; ``make setup`` installs it)
+    into ``path`` (its suffix, ``.svg`` or ``.png``, picks the format)."""
+    import shutil
+    import subprocess
 
     if nodes is None or edges is None:
         nodes, edges = load()
-    depth = depths(nodes, edges)
-    levels: dict[int, list[str]] = {}
-    for n in nodes:  # file order within a level
-        levels.setdefault(depth[n], []).append(n)
-    parents = {n: [e.parent for e in edges if e.child == n] for n in nodes}
-    x: dict[str, float] = {}
-    for d in sorted(levels):
-        row = levels[d]
-        if d > 0:  # barycentre of the parents keeps crossings down
-            row.sort(key=lambda n: sum(x[p] for p in parents[n]) / max(1, len(parents[n])))
-        for i, n in enumerate(row):
-            x[n] = (i + 0.5) / len(row)
-    plots.style()
-    n_levels = max(depth.values()) + 1
-    fig, ax = plt.subplots(figsize=(7.5, 1.1 * n_levels + 0.5))
-    y = {n: -depth[n] for n in nodes}
-    for e in edges:
-        ax.annotate("", xy=(x[e.child], y[e.child] + 0.18), xytext=(x[e.parent], y[e.parent] - 0.18),
-                    arrowprops=dict(arrowstyle="->", color="#555555", lw=1.2))
-    for i, (n, meta) in enumerate(nodes.items()):
-        ax.text(x[n], y[n], meta["label"], ha="center", va="center", fontsize=11,
-                bbox=dict(boxstyle="round,pad=0.4", fc="#eef4fb", ec=plots.PALETTE[0], lw=1.2))
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(-(n_levels - 1) - 0.5, 0.5)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    depths(nodes, edges)  # refuse a cycle
+    dot = shutil.which("dot")
+    if dot is None:
+        raise FileNotFoundError("Graphviz `dot` not found: `make setup` installs Debian's graphviz")
+    fmt = Path(path).suffix.lstrip(".") or "svg"
+    subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=dot_source(nodes, edges), text=True, check=True)
 
 
-def page(image: str = "family-tree.png") -> str:
+def page(image: str = "family-tree.svg") -> str:
     nodes, edges = load()
     by_slug = {q.slug: q for q in catalog.papers()}
     out = [
