@@ -166,15 +166,15 @@ def greedy_reward(models: dict, tok, held, reward_model: str, device: str, max_n
     ``reward_model``. Returns ``{"reward": {name: mean}, "reward_se": {name: s.e.}}``."""
     import numpy as np
 
-    from rlbook.experiments.dpo_q_function import _as_text, _generate, _load_reward_model, _score, _user_text
+    from rlbook import hub
 
-    prompts = [_as_text(ex, tok)["prompt"] for ex in held]
-    questions = [_user_text(ex) for ex in held]
-    comps = {k: _generate(m, tok, prompts, device, max_new_tokens, 1, sample=False) for k, m in models.items()}
-    rm, rm_tok = _load_reward_model(reward_model, device)
+    prompts = [hub.as_text(ex, tok)["prompt"] for ex in held]
+    questions = [hub.user_text(ex) for ex in held]
+    comps = {k: hub.generate(m, tok, prompts, device, max_new_tokens, 1, sample=False) for k, m in models.items()}
+    rm, rm_tok = hub.load_reward_model(reward_model, device)
     reward, se = {}, {}
     for k, c in comps.items():
-        sc = _score(rm, rm_tok, questions, c, device)
+        sc = hub.score(rm, rm_tok, questions, c, device)
         reward[k] = float(sc.mean())
         se[k] = float(sc.std(ddof=1) / np.sqrt(len(sc))) if len(sc) > 1 else float("nan")
     return {"reward": reward, "reward_se": se}

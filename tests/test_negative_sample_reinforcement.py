@@ -7,6 +7,7 @@ import torch
 from rlbook import rl_lm
 from rlbook import tabular_policy as tp
 from rlbook.config import from_params
+from rlbook import hub
 from rlbook.experiments import negative_sample_reinforcement as E
 from rlbook.losses import nsr_loss, psr_loss, weighted_logprob_loss
 
@@ -174,7 +175,7 @@ def test_trainer_subclass_replaces_advantages(tmp_path):
         return [float(i % 2 == 0) for i in range(len(completions))]
 
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4, max_completion_length=4,
-                      max_steps=1, report_to="none", use_cpu=True, bf16=False, fp16=False, **E.checkpointing_kw(False),
+                      max_steps=1, report_to="none", use_cpu=True, bf16=False, fp16=False, **hub.checkpointing_kw(False),
                       save_strategy="no", disable_tqdm=True, dataloader_num_workers=0, beta=0.0, loss_type="dapo",
                       learning_rate=1e-4, logging_steps=1)
     trainer = E.make_trainer_class()(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,

@@ -308,12 +308,12 @@ def _last_text(msgs) -> str:
 def score_pairs(ds, reward_model: str, device: str, batch: int = 16):
     """Add ``reward_chosen, reward_rejected`` (reward-model scores) to a preference data set, then order
     each pair so that ``chosen`` has the larger score (the binarisation IPO and DPO need; CoPG is symmetric)."""
-    from rlbook.experiments.dpo_q_function import _load_reward_model, _score, _user_text
+    from rlbook import hub
 
-    rm, rm_tok = _load_reward_model(reward_model, device)
-    q = [_user_text(ex) for ex in ds]
-    s_c = _score(rm, rm_tok, q, [_last_text(ex["chosen"]) for ex in ds], device, batch)
-    s_r = _score(rm, rm_tok, q, [_last_text(ex["rejected"]) for ex in ds], device, batch)
+    rm, rm_tok = hub.load_reward_model(reward_model, device)
+    q = [hub.user_text(ex) for ex in ds]
+    s_c = hub.score(rm, rm_tok, q, [_last_text(ex["chosen"]) for ex in ds], device, batch)
+    s_r = hub.score(rm, rm_tok, q, [_last_text(ex["rejected"]) for ex in ds], device, batch)
     del rm
 
     def order(ex, i):
@@ -367,11 +367,11 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
 
     Returns ``{"reward": {name: mean score}, "reward_se": ..., "train_seconds": ..., "logs": ...}``.
     """
-    from rlbook.experiments.dpo_q_function import _load_preferences
+    from rlbook import hub
     from rlbook.models import load_pretrained
     from rlbook.pair_trainer import greedy_reward, train_with_pair_loss
 
-    ds = _load_preferences(cfg.dataset).shuffle(seed=seed)
+    ds = hub.load_dataset(cfg.dataset).shuffle(seed=seed)
     need = cfg.full_pairs + cfg.full_eval_prompts
     if len(ds) < need:
         raise ValueError(f"{cfg.dataset} has {len(ds)} rows, need {need}")

@@ -356,11 +356,11 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     """
     import torch
 
-    from rlbook.experiments.dpo_q_function import _load_preferences
+    from rlbook import hub
     from rlbook.models import load_pretrained
     from rlbook.pair_trainer import greedy_reward, train_with_pair_loss
 
-    ds = _load_preferences(cfg.dataset).shuffle(seed=seed)
+    ds = hub.load_dataset(cfg.dataset).shuffle(seed=seed)
     need = cfg.full_pairs + cfg.full_eval_prompts
     if len(ds) < need:
         raise ValueError(f"{cfg.dataset} has {len(ds)} rows, need {need}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rlbook import hub
 from rlbook import mdp as M
 from rlbook.config import check
 
@@ -390,61 +391,6 @@ def run_smoke(cfg: Config, seed: int, learners=("dpo", "sft", "bandit")) -> dict
 # ----------------------------------------------------------------------------- full profile
 
 
-def _load_preferences(name_or_path: str, split: str = "train"):
-    """A preference data set from the Hub or from a local ``Dataset.save_to_disk`` folder."""
-    import os
-
-    import datasets
-
-    if os.path.isdir(name_or_path):
-        ds = datasets.load_from_disk(name_or_path)
-        return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-    return datasets.load_dataset(name_or_path, split=split)
-
-
-def _load_reward_model(name_or_path: str, device: str):
-    """``(model, tokenizer)`` of a sequence-classification reward model (Hub name or local folder)."""
-    import os
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
-
-    rm = AutoModelForSequenceClassification.from_pretrained(name_or_path).to(device).eval()
-    if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "tokenizer.json")):
-        tok = PreTrainedTokenizerFast.from_pretrained(name_or_path)
-    else:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    if rm.config.pad_token_id is None:
-        rm.config.pad_token_id = tok.pad_token_id
-    return rm, tok
-
-
-def _as_text(example: dict, tok) -> dict:
-    """``{"prompt", "chosen", "rejected"}`` as plain text (chat template applied if conversational).
-
-    Uses TRL's own ``extract_prompt`` / ``apply_chat_template``, so the text is the one
-    ``DPOTrainer`` trains on.
-    """
-    from trl.data_utils import apply_chat_template, extract_prompt, is_conversational
-
-    ex = {k: example[k] for k in ("prompt", "chosen", "rejected") if k in example}
-    if "prompt" not in ex:
-        ex = extract_prompt(ex)
-    if is_conversational(ex):
-        ex = apply_chat_template(ex, tok)
-    return ex
-
-
-def _user_text(example: dict) -> str:
-    """The last user turn (what a pairwise reward model is shown as the question)."""
-    pr = example.get("prompt", example.get("chosen"))
-    if isinstance(pr, str):
-        return pr
-    users = [m["content"] for m in pr if m.get("role") == "user"]
-    return users[-1] if users else pr[0]["content"]
-
-
 def token_implicit_rewards(model, ref_model, tok, prompt: str, completion: str, beta: float, device: str):
     r"""Per-token implicit reward :math:`\beta\log\frac{\pi_\theta(a_t|s_t)}{\pi_{ref}(a_t|s_t)}` of a completion.
 
@@ -467,45 +413,6 @@ def token_implicit_rewards(model, ref_model, tok, prompt: str, completion: str, 
             out.append(lp[start - 1 :])
     r = beta * (out[0] - out[1])
     return [tok.decode([t]) for t in full[start:]], r.cpu().numpy()
-
-
-def _generate(
-    model, tok, prompts: list[str], device: str, max_new_tokens: int, num_beams: int, sample: bool, batch: int = 64
-):
-    """Decode ``prompts`` (text) with sampling at temperature 1 or beam search; returns the completions as text."""
-    import torch
-
-    outs = []
-    for i in range(0, len(prompts), batch):
-        enc = tok(prompts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.no_grad():
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=sample,
-                temperature=1.0 if sample else None,
-                top_k=0 if sample else None,
-                top_p=1.0 if sample else None,
-                num_beams=1 if sample else num_beams,
-                pad_token_id=tok.pad_token_id,
-            )
-        outs += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    return outs
-
-
-def _score(rm, rm_tok, questions: list[str], answers: list[str], device: str, batch: int = 16) -> np.ndarray:
-    """Reward-model scores of (question, answer) pairs: ``(n,)``."""
-    import torch
-
-    scores = []
-    for i in range(0, len(questions), batch):
-        enc = rm_tok(
-            questions[i : i + batch], answers[i : i + batch],
-            return_tensors="pt", padding=True, truncation=True, max_length=1024,
-        ).to(device)
-        with torch.no_grad():
-            scores.append(rm(**enc).logits[:, 0].float().cpu().numpy())
-    return np.concatenate(scores)
 
 
 def heatmap_rows(heatmaps: list[dict], side: str, n: int, max_tokens: int):
@@ -541,7 +448,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
 
     cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
-    ds = _load_preferences(cfg.dataset).shuffle(seed=seed)
+    ds = hub.load_dataset(cfg.dataset).shuffle(seed=seed)
     n_held = max(cfg.full_eval_prompts, cfg.full_heatmap_pairs)
     if len(ds) < cfg.full_pairs + n_held:
         raise ValueError(f"{cfg.dataset} has {len(ds)} rows, need {cfg.full_pairs + n_held}")
@@ -593,23 +500,23 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     # (a) per-token implicit rewards on held-out pairs
     heat = []
     for ex in held.select(range(cfg.full_heatmap_pairs)):
-        t = _as_text(ex, tok)
+        t = hub.as_text(ex, tok)
         row = {}
         for side in ("chosen", "rejected"):
             toks, r = token_implicit_rewards(model, ref_model, tok, t["prompt"], t[side], cfg.full_beta, device)
             row[side] = {"tokens": toks, "r": r.tolist()}
         heat.append(row)
     # (b) sampling vs beam search, scored by the reward model
-    rm, rm_tok = _load_reward_model(cfg.reward_model, device)
+    rm, rm_tok = hub.load_reward_model(cfg.reward_model, device)
     ev = held.select(range(cfg.full_eval_prompts))
-    prompts = [_as_text(ex, tok)["prompt"] for ex in ev]
-    questions = [_user_text(ex) for ex in ev]
+    prompts = [hub.as_text(ex, tok)["prompt"] for ex in ev]
+    questions = [hub.user_text(ex) for ex in ev]
     torch.manual_seed(seed)
     decode = {}
     for name, width in [("sampling", 1)] + [(f"beam{w}", w) for w in cfg.full_beams]:
         t1 = time.perf_counter()
-        comp = _generate(model, tok, prompts, device, cfg.full_max_new_tokens, width, sample=(name == "sampling"))
-        sc = _score(rm, rm_tok, questions, comp, device)
+        comp = hub.generate(model, tok, prompts, device, cfg.full_max_new_tokens, width, sample=(name == "sampling"))
+        sc = hub.score(rm, rm_tok, questions, comp, device)
         decode[name] = {
             "seconds": time.perf_counter() - t1,
             "width": width,
@@ -618,3 +525,4 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
             "length": float(np.mean([len(tok(c, add_special_tokens=False)["input_ids"]) for c in comp])),
         }
     return {"curves": curves, "heatmaps": heat, "decode": decode, "train_seconds": train_s}
+

@@ -357,7 +357,8 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     from transformers import AutoModelForSequenceClassification
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
-    from rlbook.experiments.survey_rl_techniques_llms import load_pairs, trl_common
+    from rlbook import hub
+    from rlbook.experiments.survey_rl_techniques_llms import load_pairs
     from rlbook.models import load_pretrained
 
     cuda = device.startswith("cuda")
@@ -375,7 +376,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     sft_data = train.map(lambda e: {"prompt": e["chosen"][:-1], "completion": e["chosen"][-1:]},
                          remove_columns=train.column_names)
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
-    tr = SFTTrainer(model=model, args=SFTConfig(**trl_common(f"{output_dir}/sft", seed, cuda, steps), **common,
+    tr = SFTTrainer(model=model, args=SFTConfig(**hub.trl_common(f"{output_dir}/sft", seed, cuda, steps), **common,
                                                 learning_rate=cfg.full_sft_lr, completion_only_loss=True),
                     train_dataset=sft_data, processing_class=tok)
     tr.train()
@@ -384,7 +385,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     ref, _ = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     tr = DPOTrainer(model=model, ref_model=ref, train_dataset=train, processing_class=tok,
-                    args=DPOConfig(**trl_common(f"{output_dir}/dpo", seed, cuda, steps), **common,
+                    args=DPOConfig(**hub.trl_common(f"{output_dir}/dpo", seed, cuda, steps), **common,
                                    beta=cfg.full_beta, learning_rate=cfg.full_lr, loss_type=["sigmoid"]))
     tr.train()
     out["responses"]["dpo"] = [r[0] for r in generate(tr.model, tok, eval_prompts, 1, cfg.full_max_new_tokens, False)]
@@ -393,7 +394,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     rm = AutoModelForSequenceClassification.from_pretrained(cfg.full_model, num_labels=1, dtype=dtype).to(device)
     rm.config.pad_token_id = tok.pad_token_id
     tr = RewardTrainer(model=rm, train_dataset=train, processing_class=tok,
-                       args=RewardConfig(**trl_common(f"{output_dir}/rm", seed, cuda, steps), **common,
+                       args=RewardConfig(**hub.trl_common(f"{output_dir}/rm", seed, cuda, steps), **common,
                                          learning_rate=cfg.full_rm_lr))
     tr.train()
     rm = tr.model.eval()

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlbook import hub
 from rlbook import rl_lm, rollout
 from rlbook import tabular_policy as tp
 from rlbook.config import check
@@ -253,16 +254,6 @@ def paper_advantages(r: Tensor, method: str, lam: float = 0.1) -> Tensor:
     raise ValueError(f"unknown method {method!r}")
 
 
-def checkpointing_kw(on: bool) -> dict:
-    """``activation_checkpointing=on`` (transformers >= 5) or ``gradient_checkpointing=on`` (older)."""
-    import dataclasses
-
-    from trl import GRPOConfig
-
-    names = {f.name for f in dataclasses.fields(GRPOConfig)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
-
-
 def make_trainer_class():
     """A ``trl.GRPOTrainer`` subclass whose advantages are :func:`paper_advantages` of the 0/1 reward.
 
@@ -431,7 +422,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "nsr_full", cpu: bool = F
             use_cpu=cpu,
             bf16=not cpu,
             fp16=False,
-            **checkpointing_kw(not cpu),
+            **hub.checkpointing_kw(not cpu),
             # generation with vLLM inside the trainer when installed (GPU): HF generate is far slower
             use_vllm=use_vllm,
             **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),

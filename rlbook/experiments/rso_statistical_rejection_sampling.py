@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlbook import hub
 from rlbook import bandits as B
 from rlbook import sampling as S
 from rlbook.config import check
@@ -305,19 +306,6 @@ def _sample(model, tok, prompts: list[str], n: int, cfg: Config, device: str, ba
     return out
 
 
-def _score(rm, rm_tok, questions: list[str], answers: list[str], device: str, batch: int = 16) -> np.ndarray:
-    """Reward-model scores of (question, answer) pairs: ``(n,)``."""
-    import torch
-
-    scores = []
-    for i in range(0, len(questions), batch):
-        enc = rm_tok(questions[i : i + batch], answers[i : i + batch], return_tensors="pt", padding=True,
-                     truncation=True, max_length=1024).to(device)
-        with torch.no_grad():
-            scores.append(rm(**enc).logits[:, 0].float().cpu().numpy())
-    return np.concatenate(scores)
-
-
 def build_pair_sets(prompts: list[str], cands: list[list[str]], scores: np.ndarray, cfg: Config,
                     rng: np.random.Generator) -> dict[str, list[dict]]:
     """sft-sample-rank and rso-sample-rank pair sets from scored candidates.
@@ -366,7 +354,6 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from rlbook.models import load_pretrained
-    from rlbook.experiments.dpo_q_function import _load_reward_model
 
     cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -376,7 +363,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
         raise ValueError(f"{cfg.dataset} has {len(ds)} rows, need {need}")
     sft, tok = load_pretrained(cfg.model, device=device, dtype=dtype)
     sft.eval()
-    rm, rm_tok = _load_reward_model(cfg.reward_model, device)
+    rm, rm_tok = hub.load_reward_model(cfg.reward_model, device)
     train_rows = ds.select(range(cfg.full_train_prompts))
     eval_rows = ds.select(range(cfg.full_train_prompts, need))
     prompts = [_prompt_text(ex, tok) for ex in train_rows]
@@ -384,14 +371,14 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     t0 = time.perf_counter()
     cands = _sample(sft, tok, prompts, cfg.full_candidates, cfg, device)
     flat = [c for cs in cands for c in cs]
-    scores = _score(rm, rm_tok, [p for p in prompts for _ in range(cfg.full_candidates)], flat, device)
+    scores = hub.score(rm, rm_tok, [p for p in prompts for _ in range(cfg.full_candidates)], flat, device)
     scores = scores.reshape(len(prompts), cfg.full_candidates)
     sample_s = time.perf_counter() - t0
     sets = build_pair_sets(prompts, cands, scores, cfg, np.random.default_rng([seed, 1]))
     eval_prompts = [_prompt_text(ex, tok) for ex in eval_rows]
     torch.manual_seed(seed + 1)
     sft_ans = [c[0] for c in _sample(sft, tok, eval_prompts, 1, cfg, device)]
-    sft_scores = _score(rm, rm_tok, eval_prompts, sft_ans, device)
+    sft_scores = hub.score(rm, rm_tok, eval_prompts, sft_ans, device)
     del sft
     import datasets
 
@@ -433,7 +420,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
             policy = trainer.model.eval()
             torch.manual_seed(seed + 1)
             ans = [c[0] for c in _sample(policy, tok, eval_prompts, 1, cfg, device)]
-            sc = _score(rm, rm_tok, eval_prompts, ans, device)
+            sc = hub.score(rm, rm_tok, eval_prompts, ans, device)
             runs[f"{loss_name}/{set_name}"] = {
                 "reward": float(sc.mean()),
                 "reward_se": float(sc.std(ddof=1) / np.sqrt(len(sc))) if len(sc) > 1 else float("nan"),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rlbook import hub
 from rlbook.bandits import ContextualBandit, kl, softmax
 from rlbook.config import check
 
@@ -315,18 +316,6 @@ def run_smoke(cfg: Config, seed: int) -> dict:
 # ----------------------------------------------------------------------------- full profile
 
 
-def _load(name_or_path: str, split: str):
-    """A data set from the Hub or from a local ``Dataset.save_to_disk`` folder."""
-    import os
-
-    import datasets
-
-    if os.path.isdir(name_or_path):
-        ds = datasets.load_from_disk(name_or_path)
-        return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-    return datasets.load_dataset(name_or_path, split=split)
-
-
 def _common_args(cfg: Config, seed: int, cuda: bool, output_dir: str) -> dict:
     """TRL/transformers arguments shared by both stages (CPU-safe when ``cuda`` is False)."""
     return dict(
@@ -386,14 +375,13 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     import torch
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from rlbook.experiments.dpo_q_function import _as_text, _generate, _load_reward_model, _score, _user_text
     from rlbook.models import load_pretrained
 
     cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
-    sft_ds = _load(cfg.sft_dataset, cfg.sft_split).shuffle(seed=seed).select(range(cfg.full_sft_examples))
+    sft_ds = hub.load_dataset(cfg.sft_dataset, cfg.sft_split).shuffle(seed=seed).select(range(cfg.full_sft_examples))
     sft_ds = sft_ds.select_columns(["messages"])
-    prefs = _load(cfg.pref_dataset, "train").shuffle(seed=seed)
+    prefs = hub.load_dataset(cfg.pref_dataset, "train").shuffle(seed=seed)
     if len(prefs) < cfg.full_dpo_pairs + cfg.full_eval_prompts:
         raise ValueError(f"{cfg.pref_dataset} has {len(prefs)} rows, need {cfg.full_dpo_pairs + cfg.full_eval_prompts}")
     dpo_ds = prefs.select(range(cfg.full_dpo_pairs)).select_columns(
@@ -402,9 +390,9 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     held = prefs.select(range(cfg.full_dpo_pairs, cfg.full_dpo_pairs + cfg.full_eval_prompts))
     base, tok = load_pretrained(cfg.model, device=device, dtype=dtype)
     base.eval()
-    prompts = [_as_text(ex, tok)["prompt"] for ex in held]
-    questions = [_user_text(ex) for ex in held]
-    rm, rm_tok = _load_reward_model(cfg.reward_model, device)
+    prompts = [hub.as_text(ex, tok)["prompt"] for ex in held]
+    questions = [hub.user_text(ex) for ex in held]
+    rm, rm_tok = hub.load_reward_model(cfg.reward_model, device)
     out: dict = {"lrs": list(cfg.full_lrs), "pipelines": {}}
     scores = {}
     for lr in cfg.full_lrs:
@@ -416,7 +404,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
         sft_model = tr.model.eval()
         sft_loss = [h["loss"] for h in tr.state.log_history if "loss" in h]
         torch.manual_seed(seed)
-        comp = _generate(sft_model, tok, prompts, device, cfg.full_max_new_tokens, 1, sample=True)
+        comp = hub.generate(sft_model, tok, prompts, device, cfg.full_max_new_tokens, 1, sample=True)
         kl_sft = float(np.mean(_completion_logprob(sft_model, tok, prompts, comp, device)
                                - _completion_logprob(base, tok, prompts, comp, device)))
         ref_model, _ = load_pretrained(cfg.model, device=device, dtype=dtype)
@@ -430,8 +418,8 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
         dtr.train()
         final = dtr.model.eval()
         torch.manual_seed(seed)
-        comp = _generate(final, tok, prompts, device, cfg.full_max_new_tokens, 1, sample=True)
-        scores[lr] = _score(rm, rm_tok, questions, comp, device)
+        comp = hub.generate(final, tok, prompts, device, cfg.full_max_new_tokens, 1, sample=True)
+        scores[lr] = hub.score(rm, rm_tok, questions, comp, device)
         out["pipelines"][f"{lr:g}"] = {
             "sft_loss": sft_loss,
             "kl_sft_base": kl_sft,

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlbook import hub
 from rlbook import bandits
 from rlbook.config import check
 from rlbook.rewards import fit_bt_linear
@@ -483,18 +484,6 @@ GSM8K_INSTRUCTION = "Solve the problem. End your answer with '#### <number>'."
 """*full*: the instruction appended to every GSM8K question"""
 
 
-def _load(name_or_path: str, split: str, config: str | None = None):
-    """A data set split from the Hub or from a local ``Dataset.save_to_disk`` folder."""
-    import os
-
-    import datasets
-
-    if os.path.isdir(name_or_path):
-        ds = datasets.load_from_disk(name_or_path)
-        return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-    return datasets.load_dataset(name_or_path, config, split=split)
-
-
 def gsm8k_target(answer: str) -> str:
     """The number after ``####`` in a GSM8K solution (commas removed)."""
     return answer.split("####")[-1].strip().replace(",", "")
@@ -523,7 +512,7 @@ def exact_match_reward(completions, target, **kwargs) -> list[float]:
 
 def load_gsm8k(name_or_path: str, split: str, config: str = "main", n: int | None = None):
     """GSM8K as conversational ``prompt`` + ``target`` (the exact-match answer)."""
-    ds = _load(name_or_path, split, config)
+    ds = hub.load_dataset(name_or_path, split, config)
     if n is not None:
         ds = ds.select(range(min(n, len(ds))))
     return ds.map(lambda e: {"prompt": [{"role": "user", "content": f"{e['question']}\n{GSM8K_INSTRUCTION}"}],
@@ -536,28 +525,9 @@ def load_pairs(name_or_path: str, split: str, n: int, seed: int):
     UltraFeedback's ``chosen``/``rejected`` are whole conversations (user turn included), so
     its separate ``prompt`` string column is dropped and TRL extracts the shared prefix.
     """
-    ds = _load(name_or_path, split).shuffle(seed=seed)
+    ds = hub.load_dataset(name_or_path, split).shuffle(seed=seed)
     ds = ds.select(range(min(n, len(ds))))
     return ds.select_columns(["chosen", "rejected"])
-
-
-def _checkpointing(on: bool) -> dict:
-    """``activation_checkpointing`` (transformers 5 / TRL 1.16) or ``gradient_checkpointing`` (older)."""
-    import dataclasses
-
-    from trl import GRPOConfig
-
-    names = {f.name for f in dataclasses.fields(GRPOConfig)}
-    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
-
-
-def trl_common(output_dir: str, seed: int, cuda: bool, max_steps: int) -> dict:
-    """Arguments every TRL config of the book's full profiles shares (offline-safe on the CPU too)."""
-    return dict(
-        output_dir=output_dir, report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-        use_cpu=not cuda, bf16=cuda, fp16=False, seed=seed, data_seed=seed, max_steps=max_steps,
-        logging_steps=1 if max_steps > 0 and max_steps < 20 else 10, **_checkpointing(cuda),
-    )
 
 
 @torch.no_grad()
@@ -607,7 +577,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str, max_steps: in
                  per_device_train_batch_size=per_dev, gradient_accumulation_steps=accum,
                  max_completion_length=cfg.full_max_completion, temperature=1.0)
     # (a) GRPO with the verifiable reward
-    args = GRPOConfig(**trl_common(f"{output_dir}/grpo", seed, cuda, max_steps or cfg.full_grpo_steps), **rl_kw,
+    args = GRPOConfig(**hub.trl_common(f"{output_dir}/grpo", seed, cuda, max_steps or cfg.full_grpo_steps), **rl_kw,
                       loss_type="grpo", scale_rewards="group")  # the paper's aggregation and std scaling
     tr = GRPOTrainer(model=model, reward_funcs=exact_match_reward, args=args, train_dataset=train_math,
                      processing_class=tok)
@@ -616,7 +586,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str, max_steps: in
     # (b) DPO on preference pairs
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     ref, _ = load_pretrained(cfg.full_model, device=device, dtype=dtype)
-    dargs = DPOConfig(**trl_common(f"{output_dir}/dpo", seed, cuda, max_steps or -1), beta=0.1,
+    dargs = DPOConfig(**hub.trl_common(f"{output_dir}/dpo", seed, cuda, max_steps or -1), beta=0.1,
                       learning_rate=cfg.full_dpo_lr, loss_type=["sigmoid"], num_train_epochs=1,
                       per_device_train_batch_size=cfg.full_per_device_batch, max_length=cfg.full_max_length)
     tr = DPOTrainer(model=model, ref_model=ref, args=dargs, train_dataset=pairs, processing_class=tok)
@@ -625,7 +595,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str, max_steps: in
     # (c) RLHF: Bradley-Terry reward model, then RLOO against it
     rm = AutoModelForSequenceClassification.from_pretrained(cfg.full_model, num_labels=1, dtype=dtype).to(device)
     rm.config.pad_token_id = tok.pad_token_id
-    rargs = RewardConfig(**trl_common(f"{output_dir}/rm", seed, cuda, max_steps or -1), learning_rate=cfg.full_rm_lr,
+    rargs = RewardConfig(**hub.trl_common(f"{output_dir}/rm", seed, cuda, max_steps or -1), learning_rate=cfg.full_rm_lr,
                          num_train_epochs=1, per_device_train_batch_size=cfg.full_per_device_batch,
                          max_length=cfg.full_max_length)
     tr = RewardTrainer(model=rm, args=rargs, train_dataset=pairs, processing_class=tok)
@@ -633,7 +603,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str, max_steps: in
     rm = tr.model.eval()
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     prompts = pairs.map(lambda e: {"prompt": e["chosen"][:-1]}).select_columns(["prompt"])  # the user turns
-    oargs = RLOOConfig(**trl_common(f"{output_dir}/rloo", seed, cuda, max_steps or cfg.full_rloo_steps), **rl_kw)
+    oargs = RLOOConfig(**hub.trl_common(f"{output_dir}/rloo", seed, cuda, max_steps or cfg.full_rloo_steps), **rl_kw)
     tr = RLOOTrainer(model=model, reward_funcs=rm, args=oargs, train_dataset=prompts, processing_class=tok,
                      reward_processing_classes=tok)
     tr.train()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlbook import hub
 from rlbook import bandits as B
 from rlbook.config import check
 
@@ -429,18 +430,6 @@ def kl_rl_objective(logits, ref_logits, r, beta: float):
 # ----------------------------------------------------------------------------- full profile
 
 
-def _load(name_or_path: str, split: str = "train", config: str | None = None):
-    """A data set from the Hub or from a local ``save_to_disk`` folder."""
-    import os
-
-    import datasets
-
-    if os.path.isdir(name_or_path):
-        ds = datasets.load_from_disk(name_or_path)
-        return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-    return datasets.load_dataset(name_or_path, config, split=split)
-
-
 def gsm8k_answer(text: str) -> str | None:
     """The last number in ``text`` (commas removed), or None: GSM8K's answer follows ``####``."""
     import re
@@ -500,14 +489,13 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     from transformers import AutoModelForSequenceClassification
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer, RLOOConfig, RLOOTrainer
 
-    from rlbook.experiments.dpo_q_function import _as_text
     from rlbook.models import load_pretrained
 
     cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     common = _common_args(cfg, seed, cuda)
     accum = max(1, cfg.full_batch // cfg.full_per_device_batch)
-    ds = _load(cfg.dataset).shuffle(seed=seed)
+    ds = hub.load_dataset(cfg.dataset).shuffle(seed=seed)
     need = cfg.full_pairs + cfg.full_rl_prompts + cfg.full_eval_prompts
     if len(ds) < need:
         raise ValueError(f"{cfg.dataset} has {len(ds)} rows, need {need}")
@@ -548,7 +536,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     del ref, dpo
 
     # 3. online RL (RLOO) against the trained reward model
-    rl_prompts = datasets.Dataset.from_dict({"prompt": [_as_text(ex, tok)["prompt"] for ex in rl_rows]})
+    rl_prompts = datasets.Dataset.from_dict({"prompt": [hub.as_text(ex, tok)["prompt"] for ex in rl_rows]})
     rl_policy, _ = load_pretrained(cfg.model, device=device, dtype=dtype)
     t0 = time.perf_counter()
     rloo = RLOOTrainer(
@@ -566,12 +554,12 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     # 4. evaluation
     init, _ = load_pretrained(cfg.model, device=device, dtype=dtype)
     init.eval()
-    gsm = _load(cfg.gsm8k, split="test", config="main").select(range(cfg.full_gsm8k))
+    gsm = hub.load_dataset(cfg.gsm8k, split="test", config="main").select(range(cfg.full_gsm8k))
     chat = getattr(tok, "chat_template", None)
     qs = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True) if chat else q
           for q in gsm["question"]]
     gold = [gsm8k_answer(a) for a in gsm["answer"]]
-    ev_prompts = [_as_text(ex, tok)["prompt"] for ex in ev_rows]
+    ev_prompts = [hub.as_text(ex, tok)["prompt"] for ex in ev_rows]
     out = {"seconds": seconds}
     base_scores = None
     for name, m in (("initial", init), ("dpo", dpo_model), ("rloo", rl_model)):

@@ -6,9 +6,21 @@ sequences in a flat batch (often ``N = B*G``), ``T`` tokens; ``logp``/``logp_old
 ``r`` rewards, ``adv`` advantages, ``beta`` the KL (or DPO) strength.
 """
 
+from rlbook.losses.c3po import c3po_loss, scd_loss
 from rlbook.losses.common import group_normalise, kl_k3, masked_mean, sequence_logprob
+from rlbook.losses.copg import copg_loss, regularised_reward
+from rlbook.losses.cpl import cpl_loss, segment_score
+from rlbook.losses.dno import dno_loss
 from rlbook.losses.dpo import dpo_loss, dpo_token_loss, implicit_reward
 from rlbook.losses.grpo import grpo_loss
+from rlbook.losses.implicit_reward_sft import (
+    chi2_sft_loss,
+    fdiv_kl_sft_loss,
+    hellinger_sft_loss,
+    implicit_reward_sft_loss,
+)
+from rlbook.losses.inpo import inpo_loss
+from rlbook.losses.ipo import ipo_loss
 from rlbook.losses.policy_gradient import (
     nsr_loss,
     psr_loss,
@@ -16,21 +28,45 @@ from rlbook.losses.policy_gradient import (
     w_reinforce_loss,
     weighted_logprob_loss,
 )
+from rlbook.losses.pit import pit_policy_loss, pit_rm_loss, pit_rm_loss_ordered
+from rlbook.losses.ppo import ppo_clip_loss, value_loss
+from rlbook.losses.rso import hinge_norm_loss, sigmoid_norm_loss, slic_hinge_loss
 from rlbook.losses.sft import sft_loss
 
 __all__ = [
+    "c3po_loss",
+    "chi2_sft_loss",
+    "copg_loss",
+    "cpl_loss",
+    "dno_loss",
     "dpo_loss",
     "dpo_token_loss",
-    "grpo_loss",
+    "fdiv_kl_sft_loss",
     "group_normalise",
+    "grpo_loss",
+    "hellinger_sft_loss",
+    "hinge_norm_loss",
     "implicit_reward",
+    "implicit_reward_sft_loss",
+    "inpo_loss",
+    "ipo_loss",
     "kl_k3",
     "masked_mean",
     "nsr_loss",
+    "pit_policy_loss",
+    "pit_rm_loss",
+    "pit_rm_loss_ordered",
+    "ppo_clip_loss",
     "psr_loss",
+    "regularised_reward",
     "reinforce_loss",
+    "scd_loss",
+    "segment_score",
     "sequence_logprob",
     "sft_loss",
+    "sigmoid_norm_loss",
+    "slic_hinge_loss",
+    "value_loss",
     "w_reinforce_loss",
     "weighted_logprob_loss",
 ]
