@@ -118,11 +118,20 @@ def checkpointing_kw(on: bool) -> dict:
     return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
 
 
-def trl_common(output_dir: str, seed: int, cuda: bool, max_steps: int = -1) -> dict:
-    """Arguments every TRL config of the book's full profiles shares (offline-safe on the CPU, MEASURED.md):
-    no reporting or saving, bf16 only on a GPU, activation checkpointing only on a GPU, seeded data order."""
+def trl_offline(cuda: bool, seed: int, checkpointing: bool | None = None) -> dict:
+    """The arguments every TRL config of the book shares (MEASURED.md): no reporting or saving,
+    no progress bars or dataloader workers, bf16 only on a GPU (TRL defaults bf16 on, an error on
+    the CPU), seeded model and data order, activation checkpointing on a GPU unless told."""
     return dict(
-        output_dir=output_dir, report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-        use_cpu=not cuda, bf16=cuda, fp16=False, seed=seed, data_seed=seed, max_steps=max_steps,
-        logging_steps=1 if 0 < max_steps < 20 else 10, **checkpointing_kw(cuda),
+        report_to="none", save_strategy="no", use_cpu=not cuda, bf16=cuda, fp16=False, disable_tqdm=True,
+        dataloader_num_workers=0, seed=seed, data_seed=seed,
+        **checkpointing_kw(cuda if checkpointing is None else checkpointing),
+    )
+
+
+def trl_common(output_dir: str, seed: int, cuda: bool, max_steps: int = -1) -> dict:
+    """:func:`trl_offline` plus the output folder, the step budget and a logging interval."""
+    return dict(
+        output_dir=output_dir, max_steps=max_steps, logging_steps=1 if 0 < max_steps < 20 else 10,
+        **trl_offline(cuda, seed),
     )

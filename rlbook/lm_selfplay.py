@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from rlbook import hub
+
 
 def load_prompts(name_or_path: str, n: int, seed: int, tok, offset: int = 0) -> tuple[list[str], list[str]]:
     """``n`` prompts (after ``offset`` in a seeded shuffle): ``(chat-templated prompts, raw user questions)``."""
@@ -139,5 +141,4 @@ def win_rate(judge: PairwiseJudge, questions: list[str], a: list[str], b: list[s
 
 def trl_cpu_safe_kwargs(cuda: bool, seed: int, output_dir: str) -> dict:
     """The TRL arguments every full-profile trainer shares (CPU-safe when ``cuda`` is False; MEASURED.md)."""
-    return dict(output_dir=output_dir, report_to="none", save_strategy="no", use_cpu=not cuda, bf16=cuda, fp16=False,
-                disable_tqdm=True, dataloader_num_workers=0, seed=seed, data_seed=seed, logging_steps=1)
+    return dict(output_dir=output_dir, logging_steps=1, **hub.trl_offline(cuda, seed))

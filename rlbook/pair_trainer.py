@@ -19,6 +19,8 @@ import torch
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
+from rlbook import hub
+
 REWARD_COLUMNS = ("reward_chosen", "reward_rejected")
 
 
@@ -134,16 +136,7 @@ def train_with_pair_loss(
         lr_scheduler_type="linear",
         warmup_steps=0.1,
         logging_steps=1 if max_steps > 0 else 10,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=not cuda,
-        bf16=cuda,
-        fp16=False,
-        activation_checkpointing=cuda,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=seed,
-        data_seed=seed,
+        **hub.trl_offline(cuda, seed),
     )
     trainer = PairLossTrainer(
         model=model, ref_model=ref_model, args=args, train_dataset=train_ds, processing_class=tok,
@@ -166,7 +159,6 @@ def greedy_reward(models: dict, tok, held, reward_model: str, device: str, max_n
     ``reward_model``. Returns ``{"reward": {name: mean}, "reward_se": {name: s.e.}}``."""
     import numpy as np
 
-    from rlbook import hub
 
     prompts = [hub.as_text(ex, tok)["prompt"] for ex in held]
     questions = [hub.user_text(ex) for ex in held]

@@ -162,18 +162,10 @@ def test_full_helpers():
 @pytest.mark.slow
 def test_full_profile_dry_run(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from rlbook.models import TinyConfig, char_tokenizer, tiny_llama
+    from rlbook.models import save_tiny_policy
 
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ?.!:,'\"-()\n"
-    tok = char_tokenizer(alphabet)
-    tok.chat_template = (
-        "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}a:{% endif %}"
-    )
-    model = tiny_llama(len(tok), TinyConfig(hidden=32, layers=1, heads=2, intermediate=64, max_len=256),
-                       tokenizer=tok)
-    model.save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
+    save_tiny_policy(tmp_path / "policy", alphabet, max_len=256)
     cfg = E.Config(model=str(tmp_path / "policy"), full_prompts_per_scope=4, full_eval_prompts=2,
                    full_max_new_tokens=6, full_batch=2, full_per_device_batch=2, full_lora_r=0,
                    full_max_length=200, full_max_steps=2, full_lr=1e-3)

@@ -209,25 +209,11 @@ def test_spo_reinforce_grad_matches_autograd_of_reinforce_loss():
 
 def _tiny_full_setup(tmp_path):
     import datasets
-    from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from rlbook.models import TinyConfig, char_tokenizer, tiny_llama
+    from rlbook.models import save_tiny_policy, save_tiny_reward_model
 
-    tok = char_tokenizer("abcdefghijklmnopqrstuvwxyz ?.!:>\n")
-    tok.chat_template = (
-        "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}a:{% endif %}"
-    )
-    model = tiny_llama(len(tok), TinyConfig(hidden=32, layers=1, heads=2, intermediate=64, max_len=128), tokenizer=tok)
-    model.save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
-    torch.manual_seed(0)
-    rm = LlamaForSequenceClassification(
-        LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=256, num_labels=1, pad_token_id=tok.pad_token_id)
-    )
-    rm.save_pretrained(tmp_path / "rm")
-    tok.save_pretrained(tmp_path / "rm")
+    tok = save_tiny_policy(tmp_path / "policy", "abcdefghijklmnopqrstuvwxyz ?.!:>\n", max_len=128)
+    save_tiny_reward_model(tmp_path / "rm", tok, max_len=256)
     rows = []
     for i in range(16):
         q = [{"role": "user", "content": f"say {'abcd'[i % 4]}?"}]

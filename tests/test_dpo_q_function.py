@@ -101,25 +101,12 @@ def test_dpo_learns_the_q_function_and_sft_does_not(small):
 def _tiny_full_setup(tmp_path):
     import datasets
 
-    from rlbook.models import TinyConfig, char_tokenizer, tiny_llama
+    from rlbook.models import save_tiny_policy, save_tiny_reward_model
 
     alphabet = "abcdefghijklmnopqrstuvwxyz ?.!:>\n"
-    tok = char_tokenizer(alphabet)
-    tok.chat_template = (
-        "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}a:{% endif %}"
-    )
-    model = tiny_llama(len(tok), TinyConfig(hidden=32, layers=1, heads=2, intermediate=64, max_len=128), tokenizer=tok)
-    model.save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    tok = save_tiny_policy(tmp_path / "policy", alphabet, max_len=128)
 
-    rm = LlamaForSequenceClassification(
-        LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=256, num_labels=1, pad_token_id=tok.pad_token_id)
-    )
-    rm.save_pretrained(tmp_path / "rm")
-    tok.save_pretrained(tmp_path / "rm")
+    save_tiny_reward_model(tmp_path / "rm", tok, max_len=256)
     rows = []
     for i in range(12):
         q = [{"role": "user", "content": f"say {'ab'[i % 2]}?"}]

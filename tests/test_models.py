@@ -107,3 +107,17 @@ def test_load_pretrained_dtype_and_generate(saved):
     out = m.generate(**enc, max_new_tokens=3, do_sample=False)
     assert out.shape == (1, 7)
     assert out[0, :4].tolist() == enc.input_ids[0].tolist()
+
+
+def test_saved_tiny_stand_ins_load_like_hub_models(tmp_path):
+    """The dry runs' stand-ins for Hub checkpoints load through the same API as a Hub name."""
+    from rlbook import hub
+    from rlbook.models import TINY_CHAT_TEMPLATE, load_pretrained, save_tiny_policy, save_tiny_reward_model
+
+    tok = save_tiny_policy(tmp_path / "policy", "abc ?:\n", max_len=64)
+    save_tiny_reward_model(tmp_path / "rm", tok, max_len=64)
+    model, tok2 = load_pretrained(str(tmp_path / "policy"))
+    assert tok2.chat_template == TINY_CHAT_TEMPLATE and tok2.padding_side == "left"
+    rm, rm_tok = hub.load_reward_model(str(tmp_path / "rm"), "cpu")
+    s = hub.score(rm, rm_tok, ["a?"], ["b"], "cpu")
+    assert s.shape == (1,)

@@ -132,22 +132,12 @@ def test_full_profile_dry_run(tmp_path, monkeypatch):
     import datasets
 
     from rlbook.experiments import pit_implicit_self_improvement as E
-    from rlbook.models import TinyConfig, char_tokenizer, tiny_llama
+    from rlbook.models import save_tiny_policy, save_tiny_reward_model
 
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ?.!:,'\"-()[]\n"
-    tok = char_tokenizer(alphabet)
-    model = tiny_llama(len(tok), TinyConfig(hidden=32, layers=1, heads=2, intermediate=64, max_len=512),
-                       tokenizer=tok)
-    model.save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    tok = save_tiny_policy(tmp_path / "policy", alphabet, max_len=512, chat=False)
 
-    judge = LlamaForSequenceClassification(
-        LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=512, num_labels=1, pad_token_id=tok.pad_token_id)
-    )
-    judge.save_pretrained(tmp_path / "judge")
-    tok.save_pretrained(tmp_path / "judge")
+    save_tiny_reward_model(tmp_path / "judge", tok, max_len=512)
     rows = [{"chosen": f"\n\nHuman: say {'ab'[i % 2]}?\n\nAssistant: yes {'ab'[i % 2]}",
              "rejected": f"\n\nHuman: say {'ab'[i % 2]}?\n\nAssistant: no"} for i in range(12)]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hh"))

@@ -133,16 +133,9 @@ def test_gsm8k_parsing():
 def _tiny_setup(tmp_path):
     import datasets
 
-    from rlbook.models import TinyConfig, char_tokenizer, tiny_llama
+    from rlbook.models import save_tiny_policy
 
-    tok = char_tokenizer("abcdefghijklmnopqrstuvwxyz0123456789 ?.!:#<>'+=\n")
-    tok.chat_template = (
-        "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}a:{% endif %}"
-    )
-    model = tiny_llama(len(tok), TinyConfig(hidden=32, layers=1, heads=2, intermediate=64, max_len=256), tokenizer=tok)
-    model.save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
+    save_tiny_policy(tmp_path / "policy", "abcdefghijklmnopqrstuvwxyz0123456789 ?.!:#<>'+=\n", max_len=256)
     rows = [{"question": f"what is {i}+{i}?", "answer": f"ok\n#### {2 * i}"} for i in range(12)]
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows[:4])}
                          ).save_to_disk(str(tmp_path / "math"))

@@ -105,18 +105,10 @@ def test_gsm8k_answer():
 
 def _tiny_full_setup(tmp_path):
     import datasets
-    from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from rlbook.models import TinyConfig, char_tokenizer, tiny_llama
+    from rlbook.models import save_tiny_policy
 
-    tok = char_tokenizer("abcdefghijklmnopqrstuvwxyz0123456789 ?.!:#\n")
-    tok.chat_template = (
-        "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}a:{% endif %}"
-    )
-    model = tiny_llama(len(tok), TinyConfig(hidden=32, layers=1, heads=2, intermediate=64, max_len=256), tokenizer=tok)
-    model.save_pretrained(tmp_path / "policy")
-    tok.save_pretrained(tmp_path / "policy")
+    save_tiny_policy(tmp_path / "policy", "abcdefghijklmnopqrstuvwxyz0123456789 ?.!:#\n", max_len=256)
     rows = []
     for i in range(16):
         q = [{"role": "user", "content": f"say {'ab'[i % 2]}?"}]

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlbook import hub
 from rlbook.bandits import ContextualBandit, softmax
 from rlbook.config import check
 
@@ -539,8 +540,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
             num_train_epochs=cfg.full_epochs, max_steps=cfg.full_max_steps,
             per_device_train_batch_size=cfg.full_per_device_batch, gradient_accumulation_steps=accum,
             max_length=cfg.full_max_length, loss_type=["sigmoid"], lr_scheduler_type="cosine", warmup_steps=0.05,
-            logging_steps=1, report_to="none", save_strategy="no", use_cpu=not cuda, bf16=cuda, fp16=False,
-            activation_checkpointing=False, disable_tqdm=True, dataloader_num_workers=0, seed=seed, data_seed=seed,
+            logging_steps=1, **hub.trl_offline(cuda, seed, checkpointing=False),
         )
         lam = (cfg.lam_near, cfg.lam_out) if method == "c3po" else (0.0, 0.0)
         trainer = C3POTrainer(

@@ -319,7 +319,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
             beta=cfg.full_beta, learning_rate=cfg.full_lr, num_train_epochs=1, max_steps=cfg.full_max_steps,
             per_device_train_batch_size=cfg.full_per_device_batch,
             gradient_accumulation_steps=max(1, cfg.full_batch // cfg.full_per_device_batch),
-            max_length=cfg.full_max_length, loss_type=["sigmoid"], activation_checkpointing=cuda,
+            max_length=cfg.full_max_length, loss_type=["sigmoid"],
         )
         trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(rows),
                              processing_class=tok)

@@ -473,16 +473,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
         lr_scheduler_type="linear",
         warmup_steps=0.1,  # a float in [0, 1): the fraction of steps (transformers 5)
         logging_steps=1 if cfg.full_max_steps > 0 else 10,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=not cuda,
-        bf16=cuda,
-        fp16=False,
-        activation_checkpointing=cuda,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=seed,
-        data_seed=seed,
+        **hub.trl_offline(cuda, seed),
     )
     trainer = DPOTrainer(
         model=model, ref_model=ref_model, args=args, train_dataset=train_ds, processing_class=tok

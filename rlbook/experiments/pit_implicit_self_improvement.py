@@ -477,9 +477,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
 
     cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
-    common = dict(report_to="none", save_strategy="no", use_cpu=not cuda, bf16=cuda, fp16=False,
-                  activation_checkpointing=False,
-                  disable_tqdm=True, dataloader_num_workers=0, seed=seed, data_seed=seed, logging_steps=1,
+    common = dict(**hub.trl_offline(cuda, seed, checkpointing=False), logging_steps=1,
                   max_steps=cfg.full_max_steps, learning_rate=cfg.full_lr,
                   per_device_train_batch_size=cfg.full_per_device_batch,
                   gradient_accumulation_steps=max(1, cfg.full_batch // cfg.full_per_device_batch))

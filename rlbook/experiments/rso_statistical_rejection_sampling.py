@@ -401,16 +401,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
                 lr_scheduler_type="linear",
                 warmup_steps=0.1,
                 logging_steps=10,
-                report_to="none",
-                save_strategy="no",
-                use_cpu=not cuda,
-                bf16=cuda,
-                fp16=False,
-                activation_checkpointing=cuda,
-                disable_tqdm=True,
-                dataloader_num_workers=0,
-                seed=seed,
-                data_seed=seed,
+                **hub.trl_offline(cuda, seed),
             )
             trainer = DPOTrainer(model=model, ref_model=ref, args=args,
                                  train_dataset=datasets.Dataset.from_list(rows), processing_class=tok)

@@ -328,16 +328,7 @@ def _common_args(cfg: Config, seed: int, cuda: bool, output_dir: str) -> dict:
         lr_scheduler_type="cosine",
         warmup_steps=0.1,
         logging_steps=1 if cfg.full_max_steps > 0 else 10,
-        report_to="none",
-        save_strategy="no",
-        use_cpu=not cuda,
-        bf16=cuda,
-        fp16=False,
-        activation_checkpointing=cuda,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=seed,
-        data_seed=seed,
+        **hub.trl_offline(cuda, seed),
     )
 
 

@@ -350,7 +350,6 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str, max_steps: in
             learning_rate=cfg.full_lr, beta=cfg.full_beta, num_generations=cfg.full_group,
             per_device_train_batch_size=cfg.full_per_device_batch, max_completion_length=cfg.full_max_new_tokens,
             max_steps=max_steps or cfg.full_steps, temperature=1.0, loss_type="grpo", scale_rewards="group",
-            activation_checkpointing=cuda,
         )
         tr = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=train, processing_class=tok)
         tr.train()

@@ -441,10 +441,7 @@ def gsm8k_answer(text: str) -> str | None:
 
 
 def _common_args(cfg: Config, seed: int, cuda: bool) -> dict:
-    return dict(
-        report_to="none", save_strategy="no", use_cpu=not cuda, bf16=cuda, fp16=False,
-        activation_checkpointing=cuda, disable_tqdm=True, dataloader_num_workers=0, seed=seed, data_seed=seed,
-    )
+    return hub.trl_offline(cuda, seed)
 
 
 def _generate(model, tok, prompts: list[str], device: str, max_new_tokens: int, batch: int = 32) -> list[str]:

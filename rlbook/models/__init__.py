@@ -105,3 +105,42 @@ def load_pretrained(name_or_path: str, device: str = "cpu", dtype=None):
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # batched generation needs left padding
     return model.to(device), tok
+
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}a:{% endif %}"
+)
+"""a minimal chat template (``u:question`` / ``a:answer``) for tiny stand-ins of instruct models"""
+
+
+def save_tiny_policy(folder, alphabet: str, max_len: int = 128, chat: bool = True, seed: int = 0):
+    """Save a tiny causal LM and its character tokenizer to ``folder`` as a Hub checkpoint would be.
+
+    The stand-in for a Hub model in the full profiles' dry runs: every loader that takes
+    "a Hub name or a local folder" can be pointed at it. Returns the tokenizer.
+    """
+    tok = char_tokenizer(alphabet)
+    if chat:
+        tok.chat_template = TINY_CHAT_TEMPLATE
+    cfg = TinyConfig(hidden=32, layers=1, heads=2, intermediate=64, max_len=max_len)
+    model = tiny_llama(len(tok), cfg, seed=seed, tokenizer=tok)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return tok
+
+
+def save_tiny_reward_model(folder, tok, max_len: int = 256, seed: int = 0) -> None:
+    """Save a tiny sequence-classification reward model (one score) sharing ``tok`` to ``folder``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    rm = LlamaForSequenceClassification(
+        LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=max_len, num_labels=1, pad_token_id=tok.pad_token_id)
+    )
+    torch.random.set_rng_state(state)
+    rm.save_pretrained(folder)
+    tok.save_pretrained(folder)
