@@ -88,7 +88,7 @@ def problems(root: Path | None = None) -> list[str]:
 
 def dot_source(nodes: dict, edges: list[Edge]) -> str:
     """The tree in Graphviz's dot language (one arrow per parent-child pair)."""
-    lines = ["digraph family {", "  rankdir=TB; nodesep=0.25; ranksep=0.45;",
+    lines = ["digraph family {", "  rankdir=LR; nodesep=0.18; ranksep=0.6;",
              '  node [shape=box, style="rounded,filled", fillcolor="#eef4fb", color="#1f77b4",'
              ' fontname="DejaVu Sans", fontsize=11];', '  edge [color="#555555", arrowsize=0.7];']
     for n, meta in nodes.items():
@@ -129,15 +129,15 @@ def page(image: str = "family-tree.svg") -> str:
         "",
         f"![The family tree of objectives]({image})",
         "",
-        "| from | to | relation | test | chapter |",
-        "|---|---|---|---|---|",
+        "## The arrows and their tests",
+        "",
     ]
     for e in edges:
         q = by_slug[e.notebook]
         chap = f"[{q.slug}]({q.relpath})" if q.written else f"{q.slug} (coming)"
         file, _, name = e.test.partition("::")
-        test = f"[`{name}`]({REPO_URL}{file})"
-        out.append(f"| {nodes[e.parent]['label']} | {nodes[e.child]['label']} | {e.relation} | {test} | {chap} |")
+        out += [f"**{nodes[e.parent]['label']} → {nodes[e.child]['label']}.** {e.relation}",
+                f"Test: [`{name}`]({REPO_URL}{file}) · chapter: {chap}", ""]
     out += ["", "Where the code lives: " + ", ".join(
         f"{m['label']}: `{m['code']}`" for m in nodes.values()) + "."]
     return "\n".join(out) + "\n"
