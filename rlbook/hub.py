@@ -22,13 +22,13 @@ def load_dataset(name_or_path: str, split: str = "train", config: str | None = N
     return datasets.load_dataset(name_or_path, config, split=split)
 
 
-def load_reward_model(name_or_path: str, device: str):
+def load_reward_model(name_or_path: str, device: str, dtype=None):
     """``(model, tokenizer)`` of a sequence-classification reward model (Hub name or local folder)."""
     import os
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
-    rm = AutoModelForSequenceClassification.from_pretrained(name_or_path).to(device).eval()
+    rm = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
     if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "tokenizer.json")):
         tok = PreTrainedTokenizerFast.from_pretrained(name_or_path)
     else:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlbook import hub
 from rlbook import irl
 from rlbook import mdp as M
 from rlbook.config import check
@@ -286,24 +287,6 @@ def _as_conversation(prompt_msgs: list, response: str) -> list:
     return list(prompt_msgs) + [{"role": "assistant", "content": response}]
 
 
-def load_classifier(name_or_path: str, device: str, dtype=None):
-    """``(model, tokenizer)`` of a sequence-classification reward model (Hub name or local folder)."""
-    import os
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
-
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
-    if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "tokenizer.json")):
-        tok = PreTrainedTokenizerFast.from_pretrained(name_or_path)
-    else:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tok.pad_token_id
-    return model, tok
-
-
 def score_conversations(rm, tok, convs: list, batch: int = 16, max_length: int = 2048) -> np.ndarray:
     """Reward-model scores ``(n,)`` of whole conversations (the reward model's own chat template)."""
     import torch
@@ -357,7 +340,6 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     from transformers import AutoModelForSequenceClassification
     from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
-    from rlbook import hub
     from rlbook.experiments.survey_rl_techniques_llms import load_pairs
     from rlbook.models import load_pretrained
 
@@ -408,7 +390,7 @@ def run_full(cfg: Config, seed: int, device: str, output_dir: str) -> dict:
     out["responses"][f"rm+best-of-{cfg.full_best_of}"] = best
     out["responses"]["base"] = [r[0] for r in generate(base, tok, eval_prompts, 1, cfg.full_max_new_tokens, False)]
     # the held-out judge
-    judge, jtok = load_classifier(cfg.full_judge, device, dtype)
+    judge, jtok = hub.load_reward_model(cfg.full_judge, device, dtype)
     scores = {k: score_conversations(judge, jtok, [_as_conversation(p, r) for p, r in zip(eval_prompts, v)])
               for k, v in out["responses"].items()}
     out["judge_mean"] = {k: float(v.mean()) for k, v in scores.items()}
