@@ -103,7 +103,10 @@ def run(steps: int = 30, B: int = 8, G: int = 8, seed: int = 0, warmup: int = 3)
                      "first_reward": res["reward"][0] if res["reward"] else float("nan"),
                      "last_reward": sum(res["reward"][-5:]) / max(1, len(res["reward"][-5:]))}
     out["ratio"] = out["trl.GRPOTrainer"]["median_s"] / out["rlbook.rl_lm"]["median_s"]
-    out["setup"] = {"steps": steps, "B": B, "G": G, "seed": seed, "warmup": warmup, "python": platform.python_version()}
+    import os
+
+    out["setup"] = {"steps": steps, "B": B, "G": G, "seed": seed, "warmup": warmup, "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
     return out
 
 
@@ -114,7 +117,8 @@ def markdown(res: dict) -> str:
         "",
         f"Same tiny model (the committed `countdown4` base), same task, {s['steps']} GRPO steps of "
         f"{s['B']} prompts x {s['G']} samples, on-policy, no KL, one thread, unconstrained sampling; "
-        f"median seconds per step after {s['warmup']} warm-up steps (`python -m rlbook.bench`).",
+        f"median seconds per step after {s['warmup']} warm-up steps (`python -m rlbook.bench`; "
+        f"{s.get('cpus', '?')}-core CPU, {s.get('date', '')}).",
         "",
         "| loop | s / step (median) | s / step (mean) | peak MB |",
         "|---|---|---|---|",

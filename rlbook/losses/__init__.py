@@ -6,6 +6,7 @@ sequences in a flat batch (often ``N = B*G``), ``T`` tokens; ``logp``/``logp_old
 ``r`` rewards, ``adv`` advantages, ``beta`` the KL (or DPO) strength.
 """
 
+from rlbook.losses.bnpo import bnpo_advantage, bnpo_decomposed_advantage
 from rlbook.losses.c3po import c3po_loss, scd_loss
 from rlbook.losses.common import group_normalise, kl_k3, masked_mean, sequence_logprob
 from rlbook.losses.copg import copg_loss, regularised_reward
@@ -28,12 +29,15 @@ from rlbook.losses.policy_gradient import (
     w_reinforce_loss,
     weighted_logprob_loss,
 )
+from rlbook.losses.nft import nft_loss, nft_sample_loss
 from rlbook.losses.pit import pit_policy_loss, pit_rm_loss, pit_rm_loss_ordered
 from rlbook.losses.ppo import ppo_clip_loss, value_loss
 from rlbook.losses.rso import hinge_norm_loss, sigmoid_norm_loss, slic_hinge_loss
 from rlbook.losses.sft import sft_loss
 
 __all__ = [
+    "bnpo_advantage",
+    "bnpo_decomposed_advantage",
     "c3po_loss",
     "chi2_sft_loss",
     "copg_loss",
@@ -52,6 +56,8 @@ __all__ = [
     "ipo_loss",
     "kl_k3",
     "masked_mean",
+    "nft_loss",
+    "nft_sample_loss",
     "nsr_loss",
     "pit_policy_loss",
     "pit_rm_loss",
