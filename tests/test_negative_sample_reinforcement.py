@@ -7,7 +7,7 @@ import torch
 from rlbook import rl_lm
 from rlbook import tabular_policy as tp
 from rlbook.config import from_params
-from rlbook import hub
+from rlbook import hub, math_data
 from rlbook.experiments import negative_sample_reinforcement as E
 from rlbook.losses import nsr_loss, psr_loss, weighted_logprob_loss
 
@@ -92,10 +92,10 @@ def test_tabular_training_is_deterministic_and_learns():
 
 
 def test_last_boxed_and_math_reward():
-    assert E.last_boxed(r"so \boxed{1} then \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
-    assert E.last_boxed("no box") is None
-    assert E.math_reward([r"x = \boxed{\dfrac{1}{2}}", r"\boxed{3}", "7"], [r"\frac{1}{2}", "4", "7"]) == [1.0, 0.0, 0.0]
-    assert E.math_reward([[{"role": "assistant", "content": r"\boxed{ 5 }"}]], ["5"]) == [1.0]
+    assert math_data.last_boxed(r"so \boxed{1} then \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
+    assert math_data.last_boxed("no box") is None
+    assert math_data.math_reward([r"x = \boxed{\dfrac{1}{2}}", r"\boxed{3}", "7"], [r"\frac{1}{2}", "4", "7"]) == [1.0, 0.0, 0.0]
+    assert math_data.math_reward([[{"role": "assistant", "content": r"\boxed{ 5 }"}]], ["5"]) == [1.0]
 
 
 @pytest.fixture(scope="module")
@@ -138,19 +138,8 @@ def test_score_rewards(tiny_lm):
 @pytest.mark.slow
 def test_full_profile_dry_run(tmp_path, monkeypatch):
     """run_full end to end with a tiny local model and a tiny local MATH-like data set (1 step)."""
-    from datasets import Dataset, DatasetDict
-
-    from rlbook.models import TinyConfig, char_tokenizer, tiny_llama
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    tok = char_tokenizer("0123456789+-=?\\{}boxed \nPlasrtpyuhfwinc.")
-    model = tiny_llama(len(tok), TinyConfig(hidden=32, layers=1, heads=2, intermediate=64, max_len=256), seed=0, tokenizer=tok)
-    model.save_pretrained(tmp_path / "model")
-    tok.save_pretrained(tmp_path / "model")
-    rows = [{"problem": f"{a}+{b}=?", "solution": f"\\boxed{{{a + b}}}", "level": "Level 3"} for a in range(4) for b in range(4)]
-    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "train"))
-    DatasetDict({"test": Dataset.from_list([{"problem": r["problem"], "answer": r["solution"][7:-1]} for r in rows])}).save_to_disk(
-        str(tmp_path / "eval"))
+    math_data.save_tiny_math(tmp_path)
     cfg = from_params(E.Config, full_model=str(tmp_path / "model"), full_train_data=str(tmp_path / "train"),
                       full_eval_data=str(tmp_path / "eval"), full_methods="NSR,W-REINFORCE", full_group=2)
     res = E.run_full(cfg, seed=0, output_dir=str(tmp_path / "out"), cpu=True, max_steps=1, eval_problems=2,

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlbook import math_data
 from rlbook import hub
 from rlbook import tabular_policy as tp
 from rlbook.config import check
-from rlbook.experiments import negative_sample_reinforcement as nsr
 from rlbook.losses.bnpo import bnpo_advantage, bnpo_params, bnpo_variance, beta_pdf
 from rlbook.losses.policy_gradient import weighted_logprob_loss
 
@@ -103,14 +103,14 @@ class Config:
         check(self.tab_group >= 2 and self.full_group >= 2, "group sizes: G >= 2")
         check(self.tab_batches >= 10 and self.tab_steps >= 1 and self.full_steps >= 1, "counts must be positive")
         check(self.tab_lr > 0 and self.full_lr > 0 and self.tab_max_offset >= 0, "learning rates must be > 0")
-        bad = [m for m in nsr._split(self.full_methods) if m not in METHODS]
+        bad = [m for m in math_data.split_list(self.full_methods) if m not in METHODS]
         check(not bad, f"full_methods: unknown method(s) {bad}; choose from {', '.join(METHODS)}")
 
     @property
     def ab_sets(self) -> list[tuple[float, float]]:
         """``lab_sets`` parsed to [(a, b), ...]."""
         try:
-            return [tuple(float(x) for x in s.split("/")) for s in nsr._split(self.lab_sets)]  # type: ignore[misc]
+            return [tuple(float(x) for x in s.split("/")) for s in math_data.split_list(self.lab_sets)]  # type: ignore[misc]
         except ValueError:
             return []
 
@@ -326,15 +326,15 @@ def run_full(cfg: Config, seed: int, output_dir: str = "bnpo_full", cpu: bool = 
     n_eval = eval_problems or cfg.full_eval_problems
     n_samp = eval_samples or cfg.full_eval_samples
     max_new = max_completion or cfg.full_max_completion
-    train = nsr.load_math(cfg.full_train_data, "train", levels=nsr._split(cfg.full_levels))
-    evalset = nsr.load_math(cfg.full_eval_data, "test", n=n_eval)
+    train = math_data.load_math(cfg.full_train_data, "train", levels=math_data.split_list(cfg.full_levels))
+    evalset = math_data.load_math(cfg.full_eval_data, "test", n=n_eval)
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
-    results = {"base": nsr.evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
+    results = {"base": math_data.evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
     Trainer = make_trainer_class()
     use_vllm = (not cpu) and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-    for m in nsr._split(cfg.full_methods):
+    for m in math_data.split_list(cfg.full_methods):
         model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
         args = GRPOConfig(
             output_dir=f"{output_dir}/{m}",
@@ -354,8 +354,8 @@ def run_full(cfg: Config, seed: int, output_dir: str = "bnpo_full", cpu: bool = 
             use_vllm=use_vllm,
             **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
         )
-        trainer = Trainer(model=model, reward_funcs=nsr.math_reward, args=args, train_dataset=train,
+        trainer = Trainer(model=model, reward_funcs=math_data.math_reward, args=args, train_dataset=train,
                           processing_class=tok, method=m)
         trainer.train()
-        results[m] = nsr.evaluate_full(trainer.model, tok, evalset, n_samp, max_new, generation_batch)
+        results[m] = math_data.evaluate_full(trainer.model, tok, evalset, n_samp, max_new, generation_batch)
     return results

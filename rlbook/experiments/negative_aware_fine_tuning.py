@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlbook import math_data
 from rlbook import hub, rl_lm
 from rlbook import tabular_policy as tp
 from rlbook.config import check
@@ -123,12 +124,8 @@ class Config:
         check(0.0 < self.clip_eps < 1.0, "clip_eps must be in (0, 1)")
         check(self.lm_steps >= 0 and self.full_steps >= 1, "steps must be non-negative")
         for field_name in ("lm_methods", "full_methods"):
-            bad = [m for m in _split(getattr(self, field_name)) if m not in METHODS]
+            bad = [m for m in math_data.split_list(getattr(self, field_name)) if m not in METHODS]
             check(not bad, f"{field_name}: unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-
-
-def _split(s: str) -> list[str]:
-    return [m.strip() for m in s.split(",") if m.strip()]
 
 
 # ---------------------------------------------------------------------------------
@@ -286,7 +283,7 @@ def run_lm(cfg: Config, seed: int, base=None) -> dict:
     out = {"base": acc(model0), "traces": {}, "seconds": {}}
     rlc = rl_lm.RLConfig(steps=cfg.lm_steps, prompts=cfg.lm_prompts, group=cfg.lm_group, lr=cfg.lm_lr,
                          max_new_tokens=task.answer_len + 1, seed=seed)
-    for m in _split(cfg.lm_methods):
+    for m in math_data.split_list(cfg.lm_methods):
         t1 = time.time()
         torch.manual_seed(seed)
         model = copy.deepcopy(model0)
@@ -373,22 +370,21 @@ def run_full(cfg: Config, seed: int, output_dir: str = "nft_full", cpu: bool = F
 
     from trl import GRPOConfig
 
-    from rlbook.experiments.negative_sample_reinforcement import evaluate_full, load_math, math_reward
     from rlbook.models import load_pretrained
 
     steps = max_steps or cfg.full_steps
     n_eval = eval_problems or cfg.full_eval_problems
     n_samp = eval_samples or cfg.full_eval_samples
     max_new = max_completion or cfg.full_max_completion
-    train = load_math(cfg.full_train_data, "train", levels=_split(cfg.full_levels))
-    evalset = load_math(cfg.full_eval_data, "test", n=n_eval)
+    train = math_data.load_math(cfg.full_train_data, "train", levels=math_data.split_list(cfg.full_levels))
+    evalset = math_data.load_math(cfg.full_eval_data, "test", n=n_eval)
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
-    results = {"base": evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
+    results = {"base": math_data.evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
     Trainer = make_trainer_class()
     use_vllm = (not cpu) and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-    for m in _split(cfg.full_methods):
+    for m in math_data.split_list(cfg.full_methods):
         if m not in ("RFT", "NFT"):
             raise ValueError("the full profile trains RFT and NFT (GRPO is TRL's GRPOTrainer itself)")
         model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
@@ -410,9 +406,9 @@ def run_full(cfg: Config, seed: int, output_dir: str = "nft_full", cpu: bool = F
             use_vllm=use_vllm,
             **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
         )
-        trainer = Trainer(model=model, reward_funcs=math_reward, args=args, train_dataset=train, processing_class=tok,
+        trainer = Trainer(model=model, reward_funcs=math_data.math_reward, args=args, train_dataset=train, processing_class=tok,
                           neg_weight=0.0 if m == "RFT" else cfg.neg_weight, prompt_weight=cfg.prompt_weight,
                           eps=cfg.eps)
         trainer.train()
-        results[m] = evaluate_full(trainer.model, tok, evalset, n_samp, max_new, generation_batch)
+        results[m] = math_data.evaluate_full(trainer.model, tok, evalset, n_samp, max_new, generation_batch)
     return results

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from rlbook import hub
-from rlbook import rl_lm, rollout
+from rlbook import math_data, rl_lm, rollout
 from rlbook import tabular_policy as tp
 from rlbook.config import check
 from rlbook.losses import nsr_loss, psr_loss, reinforce_loss, w_reinforce_loss
@@ -112,17 +112,13 @@ class Config:
         check(0.0 < self.lam <= 1.0, "lam (λ) must be in (0, 1]")
         check(self.max_k >= 1 and (self.max_k & (self.max_k - 1)) == 0, "max_k must be a power of two")
         for field_name in ("lm_methods", "full_methods"):
-            bad = [m for m in _split(getattr(self, field_name)) if m not in METHODS]
+            bad = [m for m in math_data.split_list(getattr(self, field_name)) if m not in METHODS]
             check(not bad, f"{field_name}: unknown method(s) {bad}; choose from {', '.join(METHODS)}")
 
     @property
     def ks(self) -> list[int]:
         """The pass@k grid 1, 2, 4, ..., max_k."""
         return [2**i for i in range(int(np.log2(self.max_k)) + 1)]
-
-
-def _split(s: str) -> list[str]:
-    return [m.strip() for m in s.split(",") if m.strip()]
 
 
 # ---------------------------------------------------------------------------------
@@ -220,7 +216,7 @@ def run_lm(cfg: Config, seed: int, base=None) -> dict:
     out = {"base": evaluate_lm(model0, tok, task, problems, cfg.ks), "traces": {}, "seconds": {}}
     rlc = rl_lm.RLConfig(steps=cfg.lm_steps, prompts=cfg.lm_prompts, group=cfg.lm_group, lr=cfg.lm_lr,
                          max_new_tokens=task.answer_len + 1, seed=seed)
-    for m in _split(cfg.lm_methods):
+    for m in math_data.split_list(cfg.lm_methods):
         t1 = time.time()
         torch.manual_seed(seed)
         model = copy.deepcopy(model0)
@@ -289,83 +285,6 @@ def make_trainer_class():
     return PSRNSRTrainer
 
 
-def last_boxed(text: str) -> str | None:
-    r"""The content of the last ``\boxed{...}`` of ``text`` (braces balanced), or None."""
-    i = text.rfind("\\boxed")
-    if i < 0:
-        return None
-    j = text.find("{", i)
-    if j < 0:
-        return None
-    depth = 0
-    for k in range(j, len(text)):
-        if text[k] == "{":
-            depth += 1
-        elif text[k] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[j + 1 : k]
-    return None
-
-
-def normalise_answer(s: str) -> str:
-    """A light string normalisation of a MATH answer (spaces, ``\\left/\\right``, ``\\!``, dfrac, $, trailing dot)."""
-    s = s.strip().strip("$").rstrip(".")
-    for a, b in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("dfrac", "frac"), ("tfrac", "frac"),
-                 ("^\\circ", ""), ("^{\\circ}", ""), ("\\%", ""), (" ", "")):
-        s = s.replace(a, b)
-    return s
-
-
-def math_reward(completions, answer, **kwargs) -> list[float]:
-    """Verifiable reward for MATH: 1.0 if the last ``\\boxed{}`` equals the reference answer, else 0.0.
-
-    Uses ``math_verify`` when it is installed (symbolic equivalence), else the string
-    normalisation :func:`normalise_answer`. ``completions``: strings or chat messages.
-    """
-    try:
-        from math_verify import parse, verify
-    except ImportError:  # pragma: no cover - depends on the environment
-        parse = verify = None
-    out = []
-    for c, a in zip(completions, answer):
-        text = c if isinstance(c, str) else c[-1]["content"]
-        got = last_boxed(text)
-        if got is None:
-            out.append(0.0)
-        elif parse is not None:
-            out.append(float(verify(parse("$" + a + "$"), parse("$" + got + "$"))))
-        else:
-            out.append(float(normalise_answer(got) == normalise_answer(a)))
-    return out
-
-
-PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}.\n"
-"""the instruction of the paper's (Qwen2.5-Math) prompt, as plain text"""
-
-
-def load_math(name_or_path: str, split: str, n: int | None = None, levels: list[str] | None = None):
-    """A MATH-style data set with ``prompt`` and ``answer`` columns, from the Hub or a ``save_to_disk`` folder."""
-    import os
-
-    from datasets import load_dataset, load_from_disk
-
-    if os.path.isdir(name_or_path):
-        ds = load_from_disk(name_or_path)
-        if hasattr(ds, "keys"):
-            ds = ds[split]
-    else:
-        ds = load_dataset(name_or_path, split=split)
-    if levels and "level" in ds.column_names:
-        ds = ds.filter(lambda e: e["level"] in levels)
-    if "answer" not in ds.column_names:
-        ds = ds.map(lambda e: {"answer": last_boxed(e["solution"]) or ""})
-    ds = ds.map(lambda e: {"prompt": PROMPT.format(problem=e["problem"])})
-    if n is not None:
-        ds = ds.select(range(min(n, len(ds))))
-    return ds
-
-
 def run_full(cfg: Config, seed: int, output_dir: str = "nsr_full", cpu: bool = False,
              max_steps: int | None = None, eval_problems: int | None = None, eval_samples: int | None = None,
              max_completion: int | None = None, generation_batch: int = 64) -> dict:
@@ -388,15 +307,15 @@ def run_full(cfg: Config, seed: int, output_dir: str = "nsr_full", cpu: bool = F
     n_eval = eval_problems or cfg.full_eval_problems
     n_samp = eval_samples or cfg.full_eval_samples
     max_new = max_completion or cfg.full_max_completion
-    train = load_math(cfg.full_train_data, "train", levels=_split(cfg.full_levels))
-    evalset = load_math(cfg.full_eval_data, "test", n=n_eval)
+    train = math_data.load_math(cfg.full_train_data, "train", levels=math_data.split_list(cfg.full_levels))
+    evalset = math_data.load_math(cfg.full_eval_data, "test", n=n_eval)
     device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
-    results = {"base": evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
+    results = {"base": math_data.evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
     Trainer = make_trainer_class()
     use_vllm = (not cpu) and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-    for m in _split(cfg.full_methods):
+    for m in math_data.split_list(cfg.full_methods):
         model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
         args = GRPOConfig(
             output_dir=f"{output_dir}/{m}",
@@ -418,63 +337,8 @@ def run_full(cfg: Config, seed: int, output_dir: str = "nsr_full", cpu: bool = F
             use_vllm=use_vllm,
             **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
         )
-        trainer = Trainer(model=model, reward_funcs=math_reward, args=args, train_dataset=train,
+        trainer = Trainer(model=model, reward_funcs=math_data.math_reward, args=args, train_dataset=train,
                           processing_class=tok, method=m, lam=cfg.lam)
         trainer.train()
-        results[m] = evaluate_full(trainer.model, tok, evalset, n_samp, max_new, generation_batch)
+        results[m] = math_data.evaluate_full(trainer.model, tok, evalset, n_samp, max_new, generation_batch)
     return results
-
-
-@torch.no_grad()
-def evaluate_full(model, tok, evalset, n_samples: int, max_new_tokens: int, batch: int = 64,
-                  use_vllm: bool | None = None) -> dict:
-    """Unbiased pass@k (k = 1, 2, 4, ..., n_samples) with ``n_samples`` samples per problem (temperature 1).
-
-    Samples with vLLM when it is installed and a GPU is present (``use_vllm=None``), else
-    with ``model.generate`` in batches of ``batch`` (the path the CPU dry run tests).
-    """
-    import importlib.util
-
-    if use_vllm is None:
-        use_vllm = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-    prompts, answers = list(evalset["prompt"]), list(evalset["answer"])
-    if use_vllm:
-        texts = _sample_vllm(model, tok, prompts, n_samples, max_new_tokens)
-    else:
-        texts = _sample_hf(model, tok, prompts, n_samples, max_new_tokens, batch)
-    c = np.array([int(sum(math_reward(t, [a] * len(t)))) for t, a in zip(texts, answers)])
-    ks = [2**i for i in range(int(np.log2(n_samples)) + 1)]
-    return {k: float(rollout.pass_at_k(np.full_like(c, n_samples), c, k).mean()) for k in ks}
-
-
-def _sample_hf(model, tok, prompts, n_samples, max_new_tokens, batch) -> list[list[str]]:
-    model.eval()
-    dev = next(model.parameters()).device
-    out = []
-    for prompt in prompts:
-        enc = tok([prompt], return_tensors="pt").to(dev)
-        texts: list[str] = []
-        for s in range(0, n_samples, batch):
-            nb = min(batch, n_samples - s)
-            gen = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                                 max_new_tokens=max_new_tokens, num_return_sequences=nb,
-                                 pad_token_id=tok.pad_token_id)
-            texts += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        out.append(texts)
-    return out
-
-
-def _sample_vllm(model, tok, prompts, n_samples, max_new_tokens) -> list[list[str]]:  # pragma: no cover - GPU only
-    import tempfile
-
-    from vllm import LLM, SamplingParams
-
-    with tempfile.TemporaryDirectory() as path:
-        model.save_pretrained(path)
-        tok.save_pretrained(path)
-        llm = LLM(path, dtype="bfloat16", gpu_memory_utilization=0.35, seed=0)
-        params = SamplingParams(n=n_samples, temperature=1.0, top_p=1.0, max_tokens=max_new_tokens, seed=0)
-        outs = llm.generate(prompts, params)
-        del llm
-    torch.cuda.empty_cache()
-    return [[o.text for o in r.outputs] for r in outs]
