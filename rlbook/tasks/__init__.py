@@ -1,6 +1,7 @@
-r"""Synthetic verifiable text tasks: a prompt string, a ``verify(problem, answer)`` check.
+r"""Synthetic verifiable tasks: a prompt, a ``verify(problem, answer)`` check.
 
-Two tasks live here:
+Two text tasks live in this module; chapter-specific tasks are submodules
+(``rlbook.tasks.<name>``), each with its verifier and tests.
 
 - :class:`AdditionTask` -- ``"a+b="`` → the decimal sum; variable-length answers.
 - :class:`CountdownTask` -- reach a target with ``n`` distinct digits, each used exactly
