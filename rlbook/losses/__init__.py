@@ -36,6 +36,7 @@ from rlbook.losses.policy_gradient import (
     weighted_logprob_loss,
 )
 from rlbook.losses.ppo import ppo_clip_loss, value_loss
+from rlbook.losses.redi import redi_loss, simpo_loss
 from rlbook.losses.rso import hinge_norm_loss, sigmoid_norm_loss, slic_hinge_loss
 from rlbook.losses.sft import sft_loss
 from rlbook.losses.topr import offpolicy_reinforce_loss, topr_loss, truncated_is_loss
@@ -80,6 +81,7 @@ __all__ = [
     "pit_rm_loss_ordered",
     "ppo_clip_loss",
     "psr_loss",
+    "redi_loss",
     "regularised_reward",
     "reinforce_loss",
     "rlvr_kl_loss",
@@ -88,6 +90,7 @@ __all__ = [
     "sequence_logprob",
     "sft_loss",
     "sigmoid_norm_loss",
+    "simpo_loss",
     "slic_hinge_loss",
     "topr_loss",
     "truncated_is_loss",
