@@ -402,3 +402,14 @@ def test_float32_inputs_give_float32_losses():
     assert L.grpo_loss(logp, logp, torch.ones(2), m)[0].dtype == torch.float32
     assert L.psr_loss(logp, m, torch.tensor([True, False])).dtype == torch.float32
     assert L.dpo_token_loss(logp, logp, m, logp, logp, m, 0.1)[0].dtype == torch.float32
+
+
+def test_grad_wrt_matches_hand_gradients_and_leaves_inputs_alone():
+    from rlbook.losses.common import grad_wrt
+
+    x = torch.tensor([1.0, -2.0, 3.0])
+    y = torch.tensor([0.5, 0.5])
+    g = grad_wrt(lambda a: (a**2).sum() + (a * a.detach()).sum(), x)  # d/da = 2a + a (the detached copy is a constant)
+    assert torch.allclose(g, 3 * x) and not x.requires_grad and x.grad is None
+    gx, gy = grad_wrt(lambda a, b: a.sum() * 2.0, x, y)  # b unused: zeros
+    assert torch.equal(gx, torch.full_like(x, 2.0)) and torch.equal(gy, torch.zeros_like(y))

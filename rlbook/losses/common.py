@@ -78,3 +78,18 @@ def group_normalise(r: Tensor, scale: bool = True, eps: float = 1e-4) -> Tensor:
     if r.shape[1] < 2:
         raise ValueError(f"group_normalise with scale=True needs G >= 2 samples per group, got G={r.shape[1]}")
     return centred / (r.std(dim=1, keepdim=True) + eps)  # std: (B, 1), unbiased
+
+
+def grad_wrt(loss_fn, *inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """Gradient of the scalar ``loss_fn(*inputs)`` with respect to each input.
+
+    The inputs are copied into fresh leaves (the originals are untouched), so a loss may
+    use ``x.detach()`` for a stop-gradient term, e.g. ``logp_old = logp.detach()`` for an
+    on-policy ratio of 1. Returns one tensor for one input, else a tuple; an input the
+    loss does not use gets zeros. The notebooks use it to check gradient identities
+    between objectives (the family tree's edges).
+    """
+    xs = [x.detach().clone().requires_grad_(True) for x in inputs]
+    grads = torch.autograd.grad(loss_fn(*xs), xs, allow_unused=True)
+    grads = tuple(torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads))
+    return grads[0] if len(grads) == 1 else grads
