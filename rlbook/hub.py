@@ -129,6 +129,12 @@ def trl_offline(cuda: bool, seed: int, checkpointing: bool | None = None) -> dic
     )
 
 
+def vllm_kw(use_vllm: bool) -> dict:
+    """TRL's vLLM switch as the book's full profiles use it: generation in the training
+    process (``colocate``) with 30% of the GPU's memory, or plain ``model.generate``."""
+    return {"use_vllm": use_vllm, **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {})}
+
+
 def trl_common(output_dir: str, seed: int, cuda: bool, max_steps: int = -1) -> dict:
     """:func:`trl_offline` plus the output folder, the step budget and a logging interval."""
     return dict(

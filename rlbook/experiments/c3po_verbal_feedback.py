@@ -285,7 +285,7 @@ def evaluate(logits: np.ndarray, world: StyleWorld) -> dict:
         i = world.idx(sc, False)
         out[f"p_emoji_{sc}"] = float((p[i] @ emoji).mean())
         out[f"tv_{sc}"] = float(0.5 * np.abs(p[i] - p0[i]).sum(-1).mean())
-    i_in, i_near = world.idx("in", False), world.idx("near", False)
+    i_near = world.idx("near", False)
     out["adherence"] = 1.0 - out["p_emoji_in"]
     out["near_overgen"] = float(((p0[i_near] - p[i_near]) @ emoji).mean())
     out["near_tv"], out["out_tv"] = out["tv_near"], out["tv_out"]

@@ -310,8 +310,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "co_reward_full", cpu: bo
             max_steps=steps,
             logging_steps=1,
             **hub.trl_offline(not cpu, seed),
-            use_vllm=use_vllm,
-            **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
+            **hub.vllm_kw(use_vllm),
         )
         trainer = GRPOTrainer(model=model, reward_funcs=trl_pair_reward(kind), args=args, train_dataset=train,
                               processing_class=tok)

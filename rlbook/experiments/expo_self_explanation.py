@@ -629,8 +629,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "expo_full", cpu: bool = 
             max_steps=steps,
             logging_steps=1,
             **hub.trl_offline(not cpu, seed),
-            use_vllm=use_vllm,
-            **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
+            **hub.vllm_kw(use_vllm),
         )
         trainer = Trainer(model=model, reward_funcs=math_data.math_reward, args=args, train_dataset=ds,
                           processing_class=tok, beta_sft=cfg.full_beta if m != "GRPO" else 0.0,

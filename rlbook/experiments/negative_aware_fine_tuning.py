@@ -403,8 +403,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "nft_full", cpu: bool = F
             max_steps=steps,
             logging_steps=1,
             **hub.trl_offline(not cpu, seed),
-            use_vllm=use_vllm,
-            **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
+            **hub.vllm_kw(use_vllm),
         )
         trainer = Trainer(model=model, reward_funcs=math_data.math_reward, args=args, train_dataset=train, processing_class=tok,
                           neg_weight=0.0 if m == "RFT" else cfg.neg_weight, prompt_weight=cfg.prompt_weight,

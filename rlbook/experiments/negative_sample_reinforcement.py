@@ -334,8 +334,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "nsr_full", cpu: bool = F
             logging_steps=1,
             **hub.trl_offline(not cpu, seed),
             # generation with vLLM inside the trainer when installed (GPU): HF generate is far slower
-            use_vllm=use_vllm,
-            **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
+            **hub.vllm_kw(use_vllm),
         )
         trainer = Trainer(model=model, reward_funcs=math_data.math_reward, args=args, train_dataset=train,
                           processing_class=tok, method=m, lam=cfg.lam)

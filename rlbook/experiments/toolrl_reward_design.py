@@ -582,8 +582,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "toolrl_full", cpu: bool 
         num_iterations=1,
         max_completion_length=max_new,
         temperature=1.0,
-        use_vllm=use_vllm,
-        **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
+        **hub.vllm_kw(use_vllm),
         **hub.trl_common(f"{output_dir}/toolrl", seed, not cpu, steps),
     )
     trainer = GRPOTrainer(model=model, reward_funcs=trl_reward, args=args, train_dataset=train, processing_class=tok)

@@ -415,8 +415,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "lite_ppo_full", cpu: boo
             logging_steps=1,
             **TRL_SETTINGS[m],
             **hub.trl_offline(not cpu, seed),
-            use_vllm=use_vllm,
-            **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
+            **hub.vllm_kw(use_vllm),
         )
         trainer = GRPOTrainer(model=model, reward_funcs=math_data.math_reward, args=args, train_dataset=train,
                               processing_class=tok)

@@ -606,7 +606,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "tulu3_full", cpu: bool =
         num_generations=cfg.full_group, per_device_train_batch_size=cfg.full_group * (1 if cpu else 4),
         gradient_accumulation_steps=1 if cpu else 4, max_completion_length=max_new, temperature=1.0,
         max_steps=rl_steps or cfg.full_rl_steps, logging_steps=1, **hub.trl_offline(cuda, seed),
-        use_vllm=use_vllm, **({"vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3} if use_vllm else {}),
+        **hub.vllm_kw(use_vllm),
     )
 
     def reward(completions, answer, **kw):
