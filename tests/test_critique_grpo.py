@@ -9,6 +9,7 @@ import torch
 from rlbook.config import from_params
 from rlbook.experiments import critique_grpo as E
 from rlbook.losses import group_normalise, grpo_loss
+from rlbook.losses.common import grad_wrt as _grad  # d f(x) / dx
 from rlbook.losses.critique_grpo import (
     critique_group_advantage,
     critique_grpo_loss,
@@ -25,12 +26,6 @@ def _batch(seed=0, N=12, T=6):
     mask[:, 0] = 1
     adv = torch.randn(N, generator=g, dtype=torch.float64)
     return logp, logp_old, mask, adv
-
-
-def _grad(f, x0):
-    x = x0.clone().requires_grad_(True)
-    f(x).backward()
-    return x.grad
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

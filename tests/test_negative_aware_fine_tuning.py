@@ -11,6 +11,7 @@ from rlbook.config import from_params
 from rlbook.experiments import negative_aware_fine_tuning as E
 from rlbook.losses import group_normalise, grpo_loss
 from rlbook.losses.nft import clamp_preserve_grad, nft_loss, nft_prompt_weights, nft_sample_loss
+from rlbook.losses.common import grad_wrt as _grad  # d f(x) / dx
 
 
 def _batch(seed=0, B=5, G=6, T=7):
@@ -23,12 +24,6 @@ def _batch(seed=0, B=5, G=6, T=7):
     r[2] = 0.0
     r[2, 0] = 1.0  # and a mixed one with r_hat = 1/G
     return logp, mask, r
-
-
-def _grad(f, logp):
-    x = logp.clone().requires_grad_(True)
-    f(x).backward()
-    return x.grad
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -8,6 +8,7 @@ import torch
 from rlbook.config import from_params
 from rlbook.experiments import tapered_off_policy_reinforce as E
 from rlbook.losses import reinforce_loss, sft_loss
+from rlbook.losses.common import grad_wrt as _grad  # d f(x) / dx
 from rlbook.losses.topr import (
     effective_positive_fraction,
     is_weights,
@@ -25,12 +26,6 @@ def _batch(seed=0, N=12, T=5):
     mask[:, 0] = 1
     r = torch.where(torch.rand(N, generator=g) < 0.4, 1.0, -1.0).double()
     return logp, logp_mu, mask, r
-
-
-def _grad(fn, logp):
-    x = logp.clone().requires_grad_(True)
-    fn(x).backward()
-    return x.grad
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -10,6 +10,7 @@ from rlbook import math_data
 from rlbook.config import from_params
 from rlbook.experiments import tricks_or_traps_lite_ppo as E
 from rlbook.losses import group_normalise, grpo_loss
+from rlbook.losses.common import grad_wrt as _grad  # d f(x) / dx
 from rlbook.losses.lite_ppo import (aggregation_weights, clipped_pg_loss, group_weight, lite_ppo_advantage,
                                     normalise_advantages)
 
@@ -28,12 +29,6 @@ def _batch(seed=0, B=4, G=6, T=7, equal=False):
     r[1, :] = 0.0
     r[1, 0] = 1.0
     return logp, logp_old, mask, r
-
-
-def _grad(f, x):
-    x = x.clone().requires_grad_(True)
-    f(x).backward()
-    return x.grad
 
 
 # ----------------------------------------------------------------------------- identities

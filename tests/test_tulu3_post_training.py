@@ -10,6 +10,7 @@ from rlbook.config import from_params
 from rlbook.experiments import tulu3_post_training as E
 from rlbook.losses import dpo_loss, reinforce_loss, sequence_logprob
 from rlbook.losses.tulu3 import dpo_norm_loss, rlvr_kl_loss, verifiable_reward
+from rlbook.losses.common import grad_wrt as _grad  # d f(x) / dx
 
 
 def _pairs(seed=0, N=6, Tc=5, Tr=7, equal=False):
@@ -37,12 +38,6 @@ def _batch(seed=0, B=4, G=5, T=6):
     mask[:, 0] = 1.0
     ok = torch.rand(B, G, generator=g) > 0.5
     return logp * mask, ref * mask, mask, ok
-
-
-def _grad(f, x):
-    x = x.clone().requires_grad_(True)
-    f(x).backward()
-    return x.grad
 
 
 # ---------------------------------------------------------------------------------------------
