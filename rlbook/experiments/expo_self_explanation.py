@@ -25,7 +25,6 @@ adding :math:`\beta_t` times the NLL of a self-explanation of each prompt, on
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 
 from rlbook import math_data
 from rlbook.config import check
+from rlbook.models import zoo
 from rlbook.losses.common import group_normalise, masked_mean
 from rlbook.losses.expo import exp_grpo_loss, linear_anneal
 from rlbook.tasks import explain as X
@@ -305,23 +305,19 @@ def base_competence(policy: PrefixPolicy, n: int = 400, samples: int = 8, seed: 
 
 
 def save_base(policy: PrefixPolicy, recipe: BaseRecipe, folder: Path = ZOO) -> dict:
-    """Write ``expo-self-explanation.pt`` and ``.json`` (recipe and measured competence) to ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().half() for k, v in policy.state_dict().items()}, folder / f"{BASE_NAME}.pt")  # fp16: < 1 MB
+    """Write ``expo-self-explanation.pt`` (fp16: < 1 MB) and ``.json`` (recipe and measured competence)."""
     info = {"name": BASE_NAME, "recipe": asdict(recipe), "competence": base_competence(policy)}
-    (folder / f"{BASE_NAME}.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    return zoo.save_state(policy, info, BASE_NAME, folder, half=True)
 
 
 def load_base(folder: Path = ZOO) -> tuple[PrefixPolicy, dict]:
     """The committed base policy ``(policy, info)`` (or, when absent, a freshly built one: ~50 s of CPU)."""
-    pt, js = folder / f"{BASE_NAME}.pt", folder / f"{BASE_NAME}.json"
-    if pt.exists() and js.exists():
-        info = json.loads(js.read_text())
+    found = zoo.load_state(BASE_NAME, folder)
+    if found is not None:
+        state, info = found
         r = BaseRecipe(**info["recipe"])
         policy = PrefixPolicy(embed=r.embed, hidden=r.hidden)
-        state = torch.load(pt, map_location="cpu", weights_only=True)
-        policy.load_state_dict({k: v.float() for k, v in state.items()})
+        policy.load_state_dict(state)
         policy.eval()
         return policy, info
     recipe = BaseRecipe()

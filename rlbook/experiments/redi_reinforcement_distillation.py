@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rlbook.config import check
+from rlbook.models import zoo
 from rlbook.losses.common import masked_mean
 from rlbook.losses.dpo import dpo_loss
 from rlbook.losses.redi import redi_loss, simpo_loss
@@ -315,21 +316,18 @@ def build_stage1(recipe: Stage1Recipe = Stage1Recipe(), out: Path | None = None)
     info = {"recipe": asdict(recipe), "competence": ev, "draws_per_problem": data["draws_per_problem"],
             "seconds": time.time() - t0}
     if out is not None:
-        out = Path(out)
-        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out.with_suffix(".pt"))
-        out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+        zoo.save_state(model, info, Path(out).name, Path(out).parent)
     return model, info
 
 
 def load_stage1(recipe: Stage1Recipe = Stage1Recipe()) -> tuple[ScratchpadPolicy, dict]:
     """The committed stage-1 model if its recipe matches ``recipe``, else built now (same function)."""
-    pt, js = ZOO.with_suffix(".pt"), ZOO.with_suffix(".json")
-    if pt.exists() and js.exists():
-        info = json.loads(js.read_text())
-        if info["recipe"] == asdict(recipe):
-            model = make_policy(recipe)
-            model.load_state_dict(torch.load(pt, weights_only=True))
-            return model, info
+    found = zoo.load_state(ZOO.name, ZOO.parent)
+    if found is not None and found[1]["recipe"] == asdict(recipe):
+        state, info = found
+        model = make_policy(recipe)
+        model.load_state_dict(state)
+        return model, info
     return build_stage1(recipe)
 
 

@@ -22,7 +22,6 @@ offline with TOPR (and the baselines), evaluate pass@1.
 from __future__ import annotations
 
 import copy
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch import Tensor, nn
 
 from rlbook import math_data
 from rlbook.config import check
+from rlbook.models import zoo
 from rlbook.losses.ppo import ppo_clip_loss
 from rlbook.losses.topr import offpolicy_reinforce_loss, topr_loss, truncated_is_loss
 
@@ -231,13 +231,12 @@ def build_base(steps: int = 300, seed: int = 0, batch: int = 256, lr: float = 3e
 
 def load_base(steps: int = 300, rebuild: bool = False) -> tuple[AdditionPolicy, dict]:
     """The committed base (``rlbook/zoo/tapered-off-policy-reinforce.pt``) if its recipe matches, else built."""
-    pt, js = ZOO / f"{ZOO_NAME}.pt", ZOO / f"{ZOO_NAME}.json"
-    if not rebuild and pt.exists() and js.exists():
-        info = json.loads(js.read_text())
-        if info["recipe"]["steps"] == steps:
-            model = AdditionPolicy()
-            model.load_state_dict(torch.load(pt, weights_only=True))
-            return model, info
+    found = None if rebuild else zoo.load_state(ZOO_NAME, ZOO)
+    if found is not None and found[1]["recipe"]["steps"] == steps:
+        state, info = found
+        model = AdditionPolicy()
+        model.load_state_dict(state)
+        return model, info
     model = build_base(steps)
     return model, {"recipe": {"steps": steps, "seed": 0, "batch": 256, "lr": 3e-3}, "competence": evaluate(model)}
 
@@ -247,11 +246,7 @@ def save_base(steps: int = 300, out_dir: str | Path = ZOO) -> dict:
     model = build_base(steps)
     info = {"name": ZOO_NAME, "recipe": {"steps": steps, "seed": 0, "batch": 256, "lr": 3e-3},
             "competence": evaluate(model)}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / f"{ZOO_NAME}.pt")
-    (out / f"{ZOO_NAME}.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    return zoo.save_state(model, info, ZOO_NAME, out_dir)
 
 
 @torch.no_grad()

@@ -34,7 +34,6 @@ verifier reward (10 if the last number matches) and ``beta > 0`` on ``allenai/RL
 from __future__ import annotations
 
 import copy
-import json
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -46,6 +45,7 @@ from torch import Tensor
 
 from rlbook import hub, rl_lm, rollout
 from rlbook.config import check
+from rlbook.models import zoo
 from rlbook.losses.common import masked_mean
 from rlbook.losses.sft import sft_loss
 from rlbook.losses.tulu3 import dpo_norm_loss, rlvr_kl_loss, verifiable_reward
@@ -234,27 +234,18 @@ def build_base(recipe: BaseRecipe = BaseRecipe(), out_dir=None, steps: int | Non
     info = {"name": ZOO_NAME, "recipe": asdict(recipe), "steps_run": n,
             "heldout_accuracy": evaluate(model, tok, task, 200)}
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-        torch.save(state, out / f"{ZOO_NAME}.pt")
-        (out / f"{ZOO_NAME}.json").write_text(json.dumps(info, indent=2) + "\n")
+        zoo.save_state(model, info, ZOO_NAME, out_dir, skip=("lm_head.weight",))
     return model, tok, task, info
 
 
 def load_base():
     """The committed SFT base ``(model, tok, task, info)``; built (~2 min) if the files are missing."""
-    pt, js = ZOO_DIR / f"{ZOO_NAME}.pt", ZOO_DIR / f"{ZOO_NAME}.json"
-    if not (pt.exists() and js.exists()):
+    found = zoo.load_state(ZOO_NAME, ZOO_DIR)
+    if found is None:
         return build_base()
-    info = json.loads(js.read_text())
+    state, info = found
     model, tok, task = fresh_model(BaseRecipe(**info["recipe"]))
-    state = torch.load(pt, map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:
-        raise RuntimeError(f"{pt} does not match its recipe: {missing} {unexpected}")
-    model.tie_weights()
-    model.eval()
+    zoo.load_tied(model, state, ZOO_DIR / f"{ZOO_NAME}.pt")
     return model, tok, task, info
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from rlbook import hub
 from rlbook.config import check
+from rlbook.models import zoo
 from rlbook.losses import group_normalise, grpo_loss
 from rlbook.tasks import grid_boxes as GB
 
@@ -222,19 +223,18 @@ def build_base(recipe: dict = BASE_RECIPE) -> tuple[BoxPolicy, dict]:
 
 def load_base() -> tuple[BoxPolicy, dict]:
     """The committed base (``rlbook/zoo/vision-r1-criterion-reward.pt`` + ``.json``), built if missing."""
-    js = ZOO.with_suffix(".json")
-    if ZOO.exists() and js.exists():
-        info = json.loads(js.read_text())
+    found = zoo.load_state(ZOO.stem, ZOO.parent)
+    if found is not None:
+        state, info = found
         policy = BoxPolicy(info["recipe"]["hidden"])
-        policy.load_state_dict(torch.load(ZOO, weights_only=True))
+        policy.load_state_dict(state)
         return policy.eval(), info
     return build_base()
 
 
 def save_base(policy: BoxPolicy, info: dict) -> None:
     """Write the zoo files (run once by the chapter's author)."""
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in policy.state_dict().items()}, ZOO)
-    ZOO.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    zoo.save_state(policy, info, ZOO.stem, ZOO.parent, half=True)
 
 
 def eval_scenes(n: int) -> list[GB.Scene]:

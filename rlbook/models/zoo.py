@@ -137,8 +137,6 @@ def build(name: str, steps: int | None = None, out_dir: str | os.PathLike | None
     (``NAME.pt``, ``NAME.json``) is written there. ``evaluate=False`` skips measuring the
     competence (``info["competence"]`` is then None).
     """
-    import torch
-
     from rlbook.runtime import seed_everything
 
     recipe = RECIPES[name]
@@ -148,12 +146,41 @@ def build(name: str, steps: int | None = None, out_dir: str | os.PathLike | None
     info = {"name": name, "recipe": asdict(recipe), "steps_run": recipe.steps if steps is None else steps,
             "competence": competence(model, tok, task, recipe) if evaluate else None}
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-        torch.save(state, out / f"{name}.pt")
-        (out / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
+        save_state(model, info, name, out_dir, skip=("lm_head.weight",))
     return model, tok, task, info
+
+
+def save_state(model, info: dict, name: str, folder: str | os.PathLike = PACKAGE_DIR, half: bool = False,
+               skip: tuple[str, ...] = ()) -> dict:
+    """Write a checkpoint as the zoo keeps them: ``NAME.pt`` (the state dict, floating tensors in
+    fp16 when ``half`` to stay under 1 MB, the keys in ``skip`` left out, e.g. a tied
+    ``lm_head.weight``) and ``NAME.json`` (``info``: the recipe and the measured competence).
+
+    Chapters with their own small policies (not the recipes of this module) use this and
+    :func:`load_state` for their committed bases. Returns ``info``.
+    """
+    import torch
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().half() if half and v.is_floating_point() else v.detach().clone())
+             for k, v in model.state_dict().items() if k not in skip}
+    torch.save(state, out / f"{name}.pt")
+    (out / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def load_state(name: str, folder: str | os.PathLike = PACKAGE_DIR):
+    """``(state, info)`` of the checkpoint ``NAME.pt`` + ``NAME.json`` in ``folder`` (floating
+    tensors as float32), or ``None`` when either file is missing (the caller then builds it)."""
+    import torch
+
+    pt, js = Path(folder) / f"{name}.pt", Path(folder) / f"{name}.json"
+    if not (pt.exists() and js.exists()):
+        return None
+    state = torch.load(pt, map_location="cpu", weights_only=True)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, json.loads(js.read_text())
 
 
 def competence(model, tok, task, recipe: Recipe) -> dict:
@@ -206,30 +233,31 @@ def prob_correct(model, tok, task, problems) -> np.ndarray:
     return np.array([a.sum() for a in answer_probs(model, tok, task, problems)])
 
 
+def load_tied(model, state: dict, where="checkpoint") -> None:
+    """Load a state saved without the tied ``lm_head.weight``, re-tie, and set eval mode."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise RuntimeError(f"{where} does not match its recipe: {missing} {unexpected}")
+    model.tie_weights()
+    model.eval()
+
+
 def load(name: str, prefer: str = "package"):
     """Load zoo entry ``name``: ``(model, tok, task, info)``; build and cache it if absent.
 
     ``prefer="package"`` reads the committed copy first, then the cache; ``"cache"`` the reverse.
     """
-    import torch
-
     if name not in RECIPES:
         raise ValueError(f"unknown zoo entry {name!r}: choose one of {', '.join(RECIPES)}")
     places = [PACKAGE_DIR, cache_dir()]
     if prefer == "cache":
         places.reverse()
     for d in places:
-        pt, js = d / f"{name}.pt", d / f"{name}.json"
-        if pt.exists() and js.exists():
-            info = json.loads(js.read_text())
-            recipe = Recipe(**info["recipe"])
-            model, tok, task = _fresh(recipe)
-            state = torch.load(pt, map_location="cpu", weights_only=True)
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if unexpected or [k for k in missing if k != "lm_head.weight"]:
-                raise RuntimeError(f"checkpoint {pt} does not match the recipe: {missing} {unexpected}")
-            model.tie_weights()
-            model.eval()
+        found = load_state(name, d)
+        if found is not None:
+            state, info = found
+            model, tok, task = _fresh(Recipe(**info["recipe"]))
+            load_tied(model, state, d / f"{name}.pt")
             return model, tok, task, info
     model, tok, task, info = build(name, out_dir=cache_dir())
     return model, tok, task, info
