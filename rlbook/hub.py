@@ -129,6 +129,18 @@ def trl_offline(cuda: bool, seed: int, checkpointing: bool | None = None) -> dic
     )
 
 
+def full_device(cpu: bool = False) -> tuple:
+    """Where a full profile runs: ``("cuda", torch.bfloat16, vllm_installed)`` on a GPU, else
+    ``("cpu", torch.float32, False)`` (``cpu=True`` forces the CPU, as the dry-run tests do)."""
+    import importlib.util
+
+    import torch
+
+    if cpu or not torch.cuda.is_available():
+        return "cpu", torch.float32, False
+    return "cuda", torch.bfloat16, importlib.util.find_spec("vllm") is not None
+
+
 def vllm_kw(use_vllm: bool) -> dict:
     """TRL's vLLM switch as the book's full profiles use it: generation in the training
     process (``colocate``) with 30% of the GPU's memory, or plain ``model.generate``."""

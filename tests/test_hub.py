@@ -35,3 +35,15 @@ def test_as_text_applies_trl_prompt_extraction():
     out = hub.as_text(ex, tok=None)
     assert out["prompt"] + out["chosen"] == ex["chosen"] and out["prompt"] + out["rejected"] == ex["rejected"]
     assert out["prompt"].startswith("Q: 1+1? A:") and out["chosen"].strip() == "2"
+
+
+def test_full_device_on_the_cpu_and_the_vllm_switch():
+    import torch
+
+    from rlbook import hub
+
+    assert hub.full_device(cpu=True) == ("cpu", torch.float32, False)
+    if not torch.cuda.is_available():
+        assert hub.full_device() == ("cpu", torch.float32, False)
+    assert hub.vllm_kw(False) == {"use_vllm": False}
+    assert hub.vllm_kw(True)["vllm_mode"] == "colocate"

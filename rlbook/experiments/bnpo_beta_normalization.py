@@ -316,8 +316,6 @@ def run_full(cfg: Config, seed: int, output_dir: str = "bnpo_full", cpu: bool = 
     ``cpu`` and the ``max_*``/``eval_*`` overrides exist for the dry-run test. Returns
     ``{"base": {1: pass@1, ...}, method: {...}}`` (unbiased pass@k for k = 1, 2, 4, ... up to the samples).
     """
-    import importlib.util
-
     from trl import GRPOConfig
 
     from rlbook.models import load_pretrained
@@ -328,12 +326,10 @@ def run_full(cfg: Config, seed: int, output_dir: str = "bnpo_full", cpu: bool = 
     max_new = max_completion or cfg.full_max_completion
     train = math_data.load_math(cfg.full_train_data, "train", levels=math_data.split_list(cfg.full_levels))
     evalset = math_data.load_math(cfg.full_eval_data, "test", n=n_eval)
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype, use_vllm = hub.full_device(cpu)
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     results = {"base": math_data.evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
     Trainer = make_trainer_class()
-    use_vllm = (not cpu) and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
     for m in math_data.split_list(cfg.full_methods):
         model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
         args = GRPOConfig(

@@ -273,8 +273,6 @@ def run_full(cfg: Config, seed: int, output_dir: str = "co_reward_full", cpu: bo
     ``cpu`` and the ``max_*``/``eval_*``/``train_pairs`` overrides are for the dry-run test (tiny
     local model and data). Returns ``{"base": pass@k, reward: pass@k, ...}`` (dicts ``k -> value``).
     """
-    import importlib.util
-
     from trl import GRPOConfig, GRPOTrainer
 
     from rlbook.models import load_pretrained
@@ -284,11 +282,9 @@ def run_full(cfg: Config, seed: int, output_dir: str = "co_reward_full", cpu: bo
     train = load_paired_math(cfg.full_train_data, "train", n_pairs=train_pairs, seed=seed)
     evalset = math_data.load_math(cfg.full_eval_data, "test", n=eval_problems or cfg.full_eval_problems)
     n_samp = eval_samples or cfg.full_eval_samples
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype, use_vllm = hub.full_device(cpu)
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     results = {"base": math_data.evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
-    use_vllm = (not cpu) and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
     G = cfg.full_group
     pairs_per_device_step = 1 if cpu else 2  # 2 pairs = 4 questions x G completions per forward
     for kind in math_data.split_list(cfg.full_methods):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlbook import math_data, rollout
+from rlbook import hub, math_data, rollout
 from rlbook.config import check
 from rlbook.losses.critique_grpo import critique_group_advantage, critique_grpo_loss
 from rlbook.tasks import critique as C
@@ -454,8 +454,7 @@ def run_full(cfg: Config, seed: int, cpu: bool = False, max_steps: int | None = 
     max_new = max_completion or cfg.full_max_completion
     train = math_data.load_math(cfg.full_train_data, "train", levels=math_data.split_list(cfg.full_levels))
     evalset = math_data.load_math(cfg.full_eval_data, "test", n=n_eval)
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype, _ = hub.full_device(cpu)
     torch.manual_seed(seed)
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     results = {"base": math_data.evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch), "logs": {}}

@@ -450,8 +450,7 @@ def run_full(fc: FullConfig, seed: int, cpu: bool = False, generation_batch: int
     from rlbook.models import load_pretrained
 
     torch.manual_seed(seed)
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype, _ = hub.full_device(cpu)
     train = math_data.load_math(fc.train_data, "train", n=fc.problems)
     evalset = math_data.load_math(fc.eval_data, "test", n=fc.eval_problems)
     actor, tok = load_pretrained(fc.actor, device=device, dtype=dtype)

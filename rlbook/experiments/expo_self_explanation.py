@@ -585,8 +585,6 @@ def run_full(cfg: Config, seed: int, output_dir: str = "expo_full", cpu: bool = 
     test (a tiny local model and data set). Returns ``{"base": {level: acc}, method: {level: acc},
     "kept": fraction of training problems with a valid self-explanation}``.
     """
-    import importlib.util
-
     from trl import GRPOConfig
 
     from rlbook import hub
@@ -597,8 +595,7 @@ def run_full(cfg: Config, seed: int, output_dir: str = "expo_full", cpu: bool = 
     train = math_data.load_math(cfg.full_train_data, "train", levels=math_data.split_list(cfg.full_levels),
                                 n=train_problems or cfg.full_train_problems)
     evalset = math_data.load_math(cfg.full_eval_data, "test", n=eval_problems or cfg.full_eval_problems)
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype, use_vllm = hub.full_device(cpu)
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     results = {"base": accuracy_by_level(model, tok, evalset, max_new, generation_batch)}
     explanations = generate_self_explanations(model, tok, train, cfg.full_explain_samples, max_new, generation_batch)
@@ -606,7 +603,6 @@ def run_full(cfg: Config, seed: int, output_dir: str = "expo_full", cpu: bool = 
     expert = list(train["solution"]) if "solution" in train.column_names else [""] * len(train)
     positives = {"GRPO": [""] * len(train), "GRPO+expert-SFT": expert, "ExP-GRPO": explanations}
     Trainer = make_trainer_class()
-    use_vllm = (not cpu) and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
     for m in math_data.split_list(cfg.full_methods):
         model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
         ds = train.remove_columns([c for c in ("positive",) if c in train.column_names]).add_column("positive", positives[m])

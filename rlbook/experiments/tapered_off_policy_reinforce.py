@@ -435,8 +435,7 @@ def run_full(cfg: Config, seed: int, cpu: bool = False, problems: int | None = N
     n_eval = eval_problems or cfg.full_eval_problems
     n_samp = eval_samples or cfg.full_eval_samples
     max_new = max_completion or cfg.full_max_completion
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype, _ = hub.full_device(cpu)
     torch.manual_seed(seed)
     train = math_data.load_math(cfg.full_train_data, "train", n=n_train)
     evalset = math_data.load_math(cfg.full_eval_data, "test", n=n_eval)

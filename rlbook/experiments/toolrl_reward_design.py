@@ -554,8 +554,6 @@ def run_full(cfg: Config, seed: int, output_dir: str = "toolrl_full", cpu: bool 
     (:func:`evaluate_full`). Not timed on a GPU here (the catalog's estimate: ~40 min for 200 steps of a 1.5B
     model on one H100 with vLLM). ``cpu``/``max_*``/``n_eval`` exist for the dry-run test.
     """
-    import importlib.util
-
     from trl import GRPOConfig, GRPOTrainer
 
     from rlbook import hub
@@ -566,11 +564,9 @@ def run_full(cfg: Config, seed: int, output_dir: str = "toolrl_full", cpu: bool 
     data = load_rl_data(cfg.full_data)
     n_ev = min(n_eval or cfg.full_eval, len(data) // 2)
     train, held = data.select(range(len(data) - n_ev)), data.select(range(len(data) - n_ev, len(data)))
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype, use_vllm = hub.full_device(cpu)
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     results = {"base": evaluate_full(model, tok, held, max_new)}
-    use_vllm = (not cpu) and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
     args = GRPOConfig(
         learning_rate=cfg.full_lr,  # run_grpo.sh: "actor_rollout_ref.actor.optim.lr=1e-6"
         beta=0.0,  # run_grpo.sh: "actor_rollout_ref.actor.use_kl_loss=False"

@@ -379,8 +379,6 @@ def run_full(cfg: Config, seed: int, output_dir: str = "lite_ppo_full", cpu: boo
     180-step run of a 1.5B model on one H100 with vLLM). The ``cpu``/``max_*``/``eval_*`` overrides
     exist for the dry-run test. Returns ``{"base": pass@k dict, method: pass@k dict}``.
     """
-    import importlib.util
-
     from trl import GRPOConfig, GRPOTrainer
 
     from rlbook import hub
@@ -392,11 +390,9 @@ def run_full(cfg: Config, seed: int, output_dir: str = "lite_ppo_full", cpu: boo
     max_new = max_completion or cfg.full_max_completion
     train = math_data.load_math(cfg.full_train_data, "train", levels=math_data.split_list(cfg.full_levels))
     evalset = math_data.load_math(cfg.full_eval_data, "test", n=n_eval)
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    device, dtype, use_vllm = hub.full_device(cpu)
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
     results = {"base": math_data.evaluate_full(model, tok, evalset, n_samp, max_new, generation_batch)}
-    use_vllm = (not cpu) and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
     for m in math_data.split_list(cfg.full_methods):
         model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
         args = GRPOConfig(

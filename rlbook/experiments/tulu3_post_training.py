@@ -565,9 +565,8 @@ def run_full(cfg: Config, seed: int, output_dir: str = "tulu3_full", cpu: bool =
 
     from rlbook.models import load_pretrained
 
-    device = "cpu" if cpu or not torch.cuda.is_available() else "cuda"
+    device, dtype, _ = hub.full_device(cpu)
     cuda = device == "cuda"
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
     max_new = max_completion or cfg.full_max_completion
     evalset = load_gsm(cfg.full_eval_data, "test", n=eval_problems or cfg.full_eval_problems)
     model, tok = load_pretrained(cfg.full_model, device=device, dtype=dtype)
