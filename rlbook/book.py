@@ -231,7 +231,8 @@ def stage(keep_notebooks: bool = True) -> Path:
     from rlbook import familytree
 
     familytree.draw(st / "family-tree.svg")
-    (st / "family-tree.md").write_text(familytree.page("family-tree.svg"), encoding="utf-8")
+    familytree.draw(st / "family-tree-rlvr.svg", *familytree.part_subtree(*familytree.load(), "04-rlvr"))
+    (st / "family-tree.md").write_text(familytree.page("family-tree.svg", "family-tree-rlvr.svg"), encoding="utf-8")
     (st / "_toc.yml").write_text(yaml.safe_dump(toc(), sort_keys=False), encoding="utf-8")
     mj = mathjax_source()
     if not (mj / "tex-chtml.js").exists():

@@ -99,6 +99,14 @@ def dot_source(nodes: dict, edges: list[Edge]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def part_subtree(nodes: dict, edges: list[Edge], part: str) -> tuple[dict, list[Edge]]:
+    """The arrows taught in one part of the book (e.g. ``"04-rlvr"``) and the nodes they touch."""
+    in_part = {q.slug for q in catalog.papers() if q.part == part}
+    sub = [e for e in edges if e.notebook in in_part]
+    used = {n for e in sub for n in (e.parent, e.child)}
+    return {n: m for n, m in nodes.items() if n in used}, sub
+
+
 def draw(path: Path, nodes: dict | None = None, edges: list[Edge] | None = None) -> None:
     """Render the tree with Graphviz ``dot`` (Debian's graphviz; ``make setup`` installs it)
     into ``path`` (its suffix, ``.svg`` or ``.png``, picks the format)."""
@@ -115,7 +123,8 @@ def draw(path: Path, nodes: dict | None = None, edges: list[Edge] | None = None)
     subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=dot_source(nodes, edges), text=True, check=True)
 
 
-def page(image: str = "family-tree.svg") -> str:
+def page(image: str = "family-tree.svg", rlvr_image: str | None = None) -> str:
+    """The family-tree page (MyST). ``rlvr_image``: the Part 4 (GRPO family) figure, if drawn."""
     nodes, edges = load()
     by_slug = {q.slug: q for q in catalog.papers()}
     out = [
@@ -129,6 +138,22 @@ def page(image: str = "family-tree.svg") -> str:
         "",
         f"![The family tree of objectives]({image})",
         "",
+        f"The figure is large: open it {{download}}`full size <{image}>`.",
+        "",
+    ]
+    if rlvr_image is not None:
+        _, sub = part_subtree(nodes, edges, "04-rlvr")
+        out += [
+            "## The GRPO family (Part 4)",
+            "",
+            "The RL-with-verifiable-rewards chapters change a few lines of one loop. Their",
+            f"{len(sub)} arrows say which lines: when a method *is* GRPO or REINFORCE (on-policy, one",
+            "group, equal lengths, a coefficient set to zero) and what it adds otherwise.",
+            "",
+            f"![The GRPO family: the arrows taught in Part 4]({rlvr_image})",
+            "",
+        ]
+    out += [
         "## The arrows and their tests",
         "",
     ]

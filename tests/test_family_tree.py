@@ -1,5 +1,7 @@
 """The family tree page is backed by real tests and chapters, and is acyclic."""
 
+import shutil
+
 from rlbook import familytree
 
 
@@ -35,3 +37,16 @@ def test_draw(tmp_path):
     svg = html.unescape((tmp_path / "t.svg").read_text())
     nodes, _ = familytree.load()
     assert "<svg" in svg and all(m["label"] in svg for m in nodes.values())
+
+
+def test_part_subtree_keeps_the_part_4_arrows_and_their_nodes(tmp_path):
+    nodes, edges = familytree.load()
+    sub_nodes, sub = familytree.part_subtree(nodes, edges, "04-rlvr")
+    assert {"grpo", "topr", "lite-ppo", "nft", "bnpo"} <= set(sub_nodes)
+    assert all(e.parent in sub_nodes and e.child in sub_nodes for e in sub)
+    assert "dpo-q-function" not in {e.notebook for e in sub} and len(sub) >= 30
+    page = familytree.page("all.svg", "rlvr.svg")
+    assert "## The GRPO family (Part 4)" in page and "(rlvr.svg)" in page and "{download}`full size <all.svg>`" in page
+    if shutil.which("dot"):
+        familytree.draw(tmp_path / "rlvr.svg", sub_nodes, sub)
+        assert (tmp_path / "rlvr.svg").read_text().lstrip().startswith("<?xml")
