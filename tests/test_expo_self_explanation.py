@@ -7,12 +7,11 @@ import torch
 from rlbook import hub, math_data
 from rlbook.config import from_params
 from rlbook.experiments import expo_self_explanation as E
-from rlbook.losses.common import group_normalise
+from rlbook.losses.common import grad_wrt, group_normalise
 from rlbook.losses.expo import exp_grpo_loss, linear_anneal
 from rlbook.losses.grpo import grpo_loss
 from rlbook.losses.sft import sft_loss
 from rlbook.tasks import explain as X
-from rlbook.losses.common import grad_wrt
 
 
 def _batch(seed=0, B=3, G=4, T=5, Tp=6):

@@ -8,12 +8,11 @@ import torch.nn.functional as F
 
 from rlbook.config import from_params
 from rlbook.experiments import redi_reinforcement_distillation as E
-from rlbook.losses.common import masked_mean, sequence_logprob
+from rlbook.losses.common import grad_wrt, masked_mean, sequence_logprob
 from rlbook.losses.dpo import dpo_loss
 from rlbook.losses.redi import redi_loss, simpo_loss
 from rlbook.losses.sft import sft_loss
 from rlbook.tasks import scratchpad as sp
-from rlbook.losses.common import grad_wrt
 
 
 def _pairs(seed=0, N=6, Tw=7, Tl=9, ragged=True):
